@@ -1,0 +1,30 @@
+"""`python -m drift_exp [overrides]`: compose the config, validate it, run the pipeline."""
+
+import logging
+import sys
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from drift_exp.config import Config, register_configs, validate
+from drift_exp.errors import UserError
+
+register_configs()
+log = logging.getLogger("drift_exp")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(dcfg: DictConfig) -> None:
+    cfg: Config = OmegaConf.to_object(dcfg)
+    try:
+        validate(cfg)  # before any heavy import: a bad value fails in well under a second
+        from drift_exp.pipeline import run  # torch, transformers, trl load here
+
+        run(cfg, dcfg)
+    except UserError as err:
+        log.error("%s", err)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,276 @@
+"""Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
+
+The YAML files under ``conf/`` hold only values; the fields, their types and their defaults
+live here. An unknown key or a value of the wrong type is rejected by OmegaConf while Hydra
+composes the config; ranges and cross-field rules are checked by :func:`validate`, which runs
+before anything heavy is imported. Both name the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from drift_exp.errors import ConfigError
+
+
+class PromptFormat(StrEnum):
+    plain = "plain"  # the authors' gen-drift.py text ("User: ...\nAssistant: ...\nSystem: ..."), no template
+    chat = "chat"  # the model's chat template; the instruction joins the feedback turn
+
+
+class RefMode(StrEnum):
+    previous = "previous"  # the iteration's starting model (DRIFT, SPIN, RLHFlow)
+    initial = "initial"  # the model the experiment started from (model.path)
+
+
+class TrackingMode(StrEnum):
+    auto = "auto"  # online when a W&B API key is configured, offline otherwise
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class OnInvalid(StrEnum):
+    error = "error"  # stop at the first bad row, naming file, row and field
+    skip = "skip"  # skip it, count it by reason in data/stats.json
+
+
+@dataclass
+class MethodConfig:
+    # Label used in the run directory name (e.g. drift, drift-unguided).
+    name: str = MISSING
+    # Which pair builder in drift_exp/methods/ runs: drift (spin and iterdpo come later).
+    kind: str = MISSING
+    # Guided sampling conditions the chosen on the DSAT reply + feedback + instruction (Table 6 ablation: false).
+    guided: bool = True
+    # How the guided prompt is rendered: plain (authors' format) or chat (chat template).
+    prompt_format: PromptFormat = PromptFormat.plain
+    # The explicit improvement instruction, verbatim from the authors' gen-drift.py.
+    instruction: str = (
+        "Based on the user's latest feedback, please provide an improved response that addresses their concerns."
+    )
+    # Policy samples per request; each sample becomes one pair.
+    n_samples: int = 1
+
+
+@dataclass
+class DataConfig:
+    # Label used in the run directory name.
+    name: str = MISSING
+    # 'sample' (bundled with the package), a local file or folder, or a hub dataset id.
+    source: str = MISSING
+    # auto (from the path) | annotation (raw sat_dsat_annotation.json) | released (authors' jsonl files).
+    format: str = "auto"
+    # Hub revision, used only when source is a hub id.
+    revision: str | None = None
+    # What to do with a malformed row.
+    on_invalid: OnInvalid = OnInvalid.error
+
+
+@dataclass
+class TinyModelConfig:
+    # A randomly initialised Qwen2ForCausalLM; head_dim = hidden/heads must be >= 64 for vLLM's CPU backend.
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 2
+    num_key_value_heads: int = 1
+    max_position_embeddings: int = 4096
+    # Seed of the random initialisation, so every run builds the same weights.
+    init_seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    # Label used in the run directory name.
+    name: str = MISSING
+    # Hub id or local folder; the special value 'tiny' builds the tiny model below (no download).
+    path: str = MISSING
+    # auto: bf16 on GPUs that support it, fp32 otherwise | float32 | bfloat16 | float16.
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class SettingConfig:
+    # Label used in the run directory name.
+    name: str = MISSING
+    # controlled: at most this many DSAT records, sampled with the seed; null (full): all of them.
+    max_dsat: int | None = None
+
+
+@dataclass
+class TrainerConfig:
+    # Appendix D (Tables 9/10) and the authors' alignment-handbook YAMLs.
+    beta: float = 0.1
+    learning_rate: float = 5.0e-7
+    optim: str = "rmsprop"
+    lr_scheduler_type: str = "linear"
+    warmup_ratio: float = 0.1
+    # The global batch: micro batch x gradient accumulation x world size, whatever the world size.
+    global_batch_size: int = 4
+    # Largest per-device batch; gradient accumulation makes up the rest of the global batch.
+    micro_batch_size: int = 4
+    max_length: int = 2048
+    # null: bf16 where the hardware supports it (GPUs with bf16), fp32 otherwise.
+    bf16: bool | None = None
+    warm_start_epochs: int = 3
+    epochs: int = 1
+    # DPO + NLL on the chosen (RPO); in TRL 1.16: loss_type=[sigmoid, sft], loss_weights=[1, rpo_alpha].
+    rpo_alpha: float = 0.001
+    # Reference model of each iteration's DPO.
+    ref: RefMode = RefMode.previous
+    gradient_checkpointing: bool = True
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+
+
+@dataclass
+class GenerationConfig:
+    # hf (transformers generate; CPU and tests) | vllm (GPU, a later issue).
+    backend: str = "hf"
+    # Authors' gen-drift.py settings.
+    temperature: float = 0.7
+    top_p: float = 0.9
+    # Disabled by default (-1 / 1.0). The model's own generation_config is NOT merged in, so both
+    # backends sample with exactly these settings; set these to match e.g. Qwen's shipped defaults.
+    top_k: int = -1
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 512
+    # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
+    max_prompt_length: int = 2048
+    batch_size: int = 16
+
+
+@dataclass
+class LauncherConfig:
+    # inline: every stage in this process (CPU, tests). local and slurm come later.
+    name: str = "inline"
+
+
+@dataclass
+class TrackingConfig:
+    mode: TrackingMode = TrackingMode.auto
+    project: str = "drift_exp"
+    entity: str | None = None
+
+
+@dataclass
+class RunConfig:
+    # Stop after this stage: prepare, warm_start, or <stage> / iter_<k>/<stage> with stage in
+    # requests, generate, pairs, train.
+    stop_after: str | None = None
+    # Allow discarding finished stages whose config changed (otherwise refused).
+    overwrite: bool = False
+    # Folder name under outputs/sweeps/ for multirun.
+    sweep_name: str = "multirun"
+
+
+@dataclass
+class Config:
+    method: MethodConfig = field(default_factory=MethodConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    setting: SettingConfig = field(default_factory=SettingConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    launcher: LauncherConfig = field(default_factory=LauncherConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    # Seeds data sampling (controlled setting), generation and training.
+    seed: int = 42
+    # K, the number of DRIFT iterations after the warm start.
+    iterations: int = 2
+
+
+def register_configs() -> None:
+    ConfigStore.instance().store(name="drift_exp_schema", node=Config)
+
+
+STAGES = ("requests", "generate", "pairs", "train")
+METHOD_KINDS = ("drift",)
+GENERATION_BACKENDS = ("hf",)
+LAUNCHERS = ("inline",)
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+DATA_FORMATS = ("auto", "annotation", "released")
+_STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train))$")
+
+
+def validate(cfg: Config) -> None:
+    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key."""
+    checks: list[tuple[str, bool, str]] = [
+        ("iterations", cfg.iterations >= 1, f"must be >= 1, got {cfg.iterations}"),
+        ("method.kind", cfg.method.kind in METHOD_KINDS, f"must be one of {METHOD_KINDS}, got {cfg.method.kind!r}"),
+        ("method.n_samples", cfg.method.n_samples >= 1, f"must be >= 1, got {cfg.method.n_samples}"),
+        ("method.instruction", bool(cfg.method.instruction.strip()), "must not be empty"),
+        ("data.format", cfg.data.format in DATA_FORMATS, f"must be one of {DATA_FORMATS}, got {cfg.data.format!r}"),
+        ("data.source", bool(cfg.data.source.strip()), "must name 'sample', a path or a hub id"),
+        ("model.path", bool(cfg.model.path.strip()), "must name 'tiny', a local folder or a hub id"),
+        ("model.dtype", cfg.model.dtype in DTYPES, f"must be one of {DTYPES}, got {cfg.model.dtype!r}"),
+        ("setting.max_dsat", cfg.setting.max_dsat is None or cfg.setting.max_dsat >= 1,
+         f"must be >= 1 or null (all), got {cfg.setting.max_dsat}"),
+        ("trainer.beta", cfg.trainer.beta > 0, f"must be > 0, got {cfg.trainer.beta}"),
+        ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
+        ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,
+         f"must be in [0, 1), got {cfg.trainer.warmup_ratio}"),
+        ("trainer.global_batch_size", cfg.trainer.global_batch_size >= 1,
+         f"must be >= 1, got {cfg.trainer.global_batch_size}"),
+        ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
+         f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
+        ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),
+        ("trainer.warm_start_epochs", cfg.trainer.warm_start_epochs >= 0,
+         f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
+        ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
+        ("trainer.rpo_alpha", cfg.trainer.rpo_alpha >= 0, f"must be >= 0, got {cfg.trainer.rpo_alpha}"),
+        ("trainer.max_grad_norm", cfg.trainer.max_grad_norm >= 0, f"must be >= 0, got {cfg.trainer.max_grad_norm}"),
+        ("trainer.logging_steps", cfg.trainer.logging_steps >= 1, f"must be >= 1, got {cfg.trainer.logging_steps}"),
+        ("generation.backend", cfg.generation.backend in GENERATION_BACKENDS,
+         f"must be one of {GENERATION_BACKENDS}, got {cfg.generation.backend!r}"),
+        ("generation.temperature", cfg.generation.temperature >= 0,
+         f"must be >= 0 (0 = greedy), got {cfg.generation.temperature}"),
+        ("generation.top_p", 0 < cfg.generation.top_p <= 1, f"must be in (0, 1], got {cfg.generation.top_p}"),
+        ("generation.top_k", cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
+         f"must be -1 (off) or >= 1, got {cfg.generation.top_k}"),
+        ("generation.repetition_penalty", cfg.generation.repetition_penalty > 0,
+         f"must be > 0, got {cfg.generation.repetition_penalty}"),
+        ("generation.max_new_tokens", cfg.generation.max_new_tokens >= 1,
+         f"must be >= 1, got {cfg.generation.max_new_tokens}"),
+        ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
+         f"must be >= 1, got {cfg.generation.max_prompt_length}"),
+        ("generation.batch_size", cfg.generation.batch_size >= 1, f"must be >= 1, got {cfg.generation.batch_size}"),
+        ("launcher.name", cfg.launcher.name in LAUNCHERS, f"must be one of {LAUNCHERS}, got {cfg.launcher.name!r}"),
+        ("run.stop_after", cfg.run.stop_after is None or bool(_STOP_AFTER.match(cfg.run.stop_after)),
+         "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
+         f"{STAGES}, got {cfg.run.stop_after!r}"),
+    ]
+    for name in ("method.name", "data.name", "model.name", "setting.name"):
+        group, key = name.split(".")
+        value = getattr(getattr(cfg, group), key)
+        checks.append((name, bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", value)),
+                       f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {value!r}"))
+    tiny = cfg.model.tiny
+    if cfg.model.path == "tiny":
+        checks += [
+            ("model.tiny.num_attention_heads", tiny.hidden_size % tiny.num_attention_heads == 0,
+             f"must divide hidden_size {tiny.hidden_size}"),
+            ("model.tiny.num_key_value_heads", tiny.num_attention_heads % tiny.num_key_value_heads == 0,
+             f"must divide num_attention_heads {tiny.num_attention_heads}"),
+        ]
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key} {why}")
+    if cfg.run.stop_after:
+        m = _STOP_AFTER.match(cfg.run.stop_after)
+        if m and m.group(3) is not None and not 1 <= int(m.group(3)) <= cfg.iterations:
+            raise ConfigError(f"run.stop_after names iteration {m.group(3)}, but iterations={cfg.iterations}")
+
+
+def experiment_name(cfg: Config) -> str:
+    """The run directory's deterministic name (also the W&B group)."""
+    return f"{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-{cfg.setting.name}-s{cfg.seed}"

@@ -1,0 +1,128 @@
+"""The common records every data source yields and every method consumes, and their JSONL files."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from drift_exp.errors import DataError
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+@dataclass
+class FeedbackRecord:
+    """One judged reply: the context before it and what the user made of it."""
+
+    id: str
+    prompt: list[Message]  # messages before the judged reply
+    rejected: str | None = None  # the reply a user was dissatisfied with (DSAT)
+    chosen: str | None = None  # a reply a user was satisfied with (SAT), or a seed pair's revision
+    feedback: str | None = None  # the user's follow-up turn
+    meta: dict[str, Any] = field(default_factory=dict)  # source, kind (dsat/sat/seed), conversation, turn
+
+    @property
+    def kind(self) -> str:
+        return self.meta["kind"]
+
+
+@dataclass
+class GenRequest:
+    """What must be sampled from the policy for one record."""
+
+    record_id: str
+    slot: str  # chosen | rejected | candidate
+    messages: list[Message]  # rendered with the model's chat template
+    n: int = 1
+    # When set, the prompt is this raw string and no chat template is applied (the authors' plain format).
+    text: str | None = None
+
+
+@dataclass
+class Completion:
+    """The policy's samples for one GenRequest (a line of completions.jsonl)."""
+
+    record_id: str
+    slot: str
+    outputs: list[str]
+    prompt_tokens: int = 0
+    truncated_prompt: bool = False  # the prompt was cut to generation.max_prompt_length
+    finished: list[bool] = field(default_factory=list)  # each output ended with EOS (not the token limit)
+
+
+@dataclass
+class PreferencePair:
+    """One DPO example, in the conversational format TRL's DPOTrainer takes."""
+
+    id: str
+    prompt: list[Message]
+    chosen: str
+    rejected: str
+    meta: dict[str, Any] = field(default_factory=dict)  # sampled slot, iteration, source record
+
+    def to_trl(self) -> dict[str, Any]:
+        return {
+            "prompt": self.prompt,
+            "chosen": [{"role": "assistant", "content": self.chosen}],
+            "rejected": [{"role": "assistant", "content": self.rejected}],
+        }
+
+
+def write_jsonl(path: Path, items: Iterable[Any]) -> int:
+    """Write dataclasses or dicts, one JSON object a line, atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as f:
+        for item in items:
+            row = asdict(item) if hasattr(item, "__dataclass_fields__") else item
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return n
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object); a malformed line raises DataError naming file and line."""
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}: line {lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def read_jsonl(path: Path, cls: type) -> list:
+    """Read a JSONL file written by write_jsonl back into dataclasses of type cls."""
+    names = {f.name for f in fields(cls)}
+    out = []
+    for lineno, obj in iter_jsonl(path):
+        unknown = set(obj) - names
+        if unknown:
+            raise DataError(f"{path}: line {lineno}: unknown field(s) {sorted(unknown)} for {cls.__name__}")
+        try:
+            out.append(cls(**obj))
+        except TypeError as err:
+            raise DataError(f"{path}: line {lineno}: {err}") from None
+    return out
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON document atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

@@ -1,0 +1,1 @@
+"""Model loading (real and tiny) and the DPO training stage."""

@@ -1,0 +1,126 @@
+"""One DPO training stage with TRL's DPOTrainer, on the paper's settings (Appendix D)."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from drift_exp.config import RefMode, TrainerConfig
+from drift_exp.errors import ConfigError
+from drift_exp.records import PreferencePair
+from drift_exp.training.models import load_policy, load_tokenizer
+
+
+def derive_batch(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) so that per-device x accumulation x world = global."""
+    if global_batch % world_size:
+        raise ConfigError(f"trainer.global_batch_size={global_batch} is not divisible by the world size "
+                          f"{world_size}; choose a multiple of {world_size}")
+    per_rank = global_batch // world_size
+    micro = min(micro_batch, per_rank)
+    while per_rank % micro:  # the largest micro batch <= micro_batch that divides the per-rank batch
+        micro -= 1
+    return micro, per_rank // micro
+
+
+def loss_settings(cfg: TrainerConfig) -> dict[str, Any]:
+    """RPO (DPO + alpha x NLL) the TRL 1.16 way; plain sigmoid DPO when alpha is 0."""
+    if cfg.rpo_alpha > 0:
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, cfg.rpo_alpha]}
+    return {"loss_type": ["sigmoid"], "loss_weights": [1.0]}
+
+
+class _KillAt:
+    """Test hook: DRIFT_EXP_KILL_AT=iter_<k>/train@<step> SIGKILLs the process after that step."""
+
+    def __init__(self, stage: str):
+        from transformers import TrainerCallback
+
+        target = os.environ.get("DRIFT_EXP_KILL_AT", "")
+        name, _, step = target.partition("@")
+        self.step = int(step) if name == stage and step else None
+
+        class Callback(TrainerCallback):
+            def on_step_end(cb, args, state, control, **kw):  # noqa: N805
+                if self.step is not None and state.global_step >= self.step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+
+        self.callback = Callback()
+
+
+def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair], out_dir: Path,
+              cfg: TrainerConfig, epochs: int, seed: int, report_to: str, run_name: str,
+              stage: str) -> dict[str, Any]:
+    """Train `epochs` epochs of DPO from model_path on pairs; save an HF checkpoint to out_dir."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    micro, accum = derive_batch(cfg.global_batch_size, cfg.micro_batch_size, world_size)
+    cuda = torch.cuda.is_available()
+    bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    args = DPOConfig(
+        output_dir=str(out_dir.parent / f".trainer-{out_dir.name}"),
+        run_name=run_name,
+        report_to=report_to,
+        seed=seed,
+        data_seed=seed,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=accum,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type=cfg.lr_scheduler_type,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float < 1 is a ratio of the total steps
+        optim=cfg.optim,
+        beta=cfg.beta,
+        max_length=cfg.max_length,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        use_cpu=not cuda,
+        gradient_checkpointing=cfg.gradient_checkpointing and cuda,  # saves GPU memory; only slows a CPU
+        logging_steps=cfg.logging_steps,
+        save_strategy="no",
+        disable_tqdm=False,
+        **loss_settings(cfg),
+    )
+    tok = load_tokenizer(model_path, padding_side="right")
+    # fp32 master weights: an update of lr 5e-7 vanishes in bf16 weights; bf16 compute comes from autocast.
+    model = load_policy(model_path, torch.float32)
+    ref_model = load_policy(ref_path, torch.float32) if ref_path is not None else None
+    dataset = Dataset.from_list([p.to_trl() for p in pairs])
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                         processing_class=tok, callbacks=[_KillAt(stage).callback])
+    result = trainer.train()
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
+    trainer.save_model(str(tmp))
+    tok.save_pretrained(str(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)  # a discarded (run.overwrite) checkpoint
+    os.replace(tmp, out_dir)
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    last = history[-1] if history else {}
+    return {
+        "steps": trainer.state.global_step,
+        "examples": len(pairs),
+        "epochs": epochs,
+        "micro_batch_size": micro,
+        "gradient_accumulation_steps": accum,
+        "world_size": world_size,
+        "train_loss": result.training_loss,
+        "first_loss": history[0]["loss"] if history else math.nan,
+        "final": {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/", "loss"))},
+        "history": history,
+        "runtime_s": result.metrics.get("train_runtime"),
+    }
+
+
+def reference_path(mode: RefMode, iteration_start: str, initial: str) -> str | None:
+    """None lets TRL load the reference from the policy's own path (the iteration's starting model)."""
+    return None if mode == RefMode.previous or initial == iteration_start else initial
