@@ -161,7 +161,7 @@ def generate_stage(st: Stage, cfg: Config, policy: str, requests: list[GenReques
     completions = generator.generate(policy, requests, seed=cfg.seed * 1000 + k)
     write_jsonl(st.folder / "completions.jsonl", completions)
     st.finish(generation_stats(completions, time.time() - t0))
-    log_to(wb, "generation", st.stats)
+    log_to(wb, "stage/generation", st.stats)
     return completions
 
 
@@ -176,7 +176,7 @@ def pairs_stage(st: Stage, method, records: list[FeedbackRecord], completions: l
         raise UserError(f"{st.folder}: iteration {k} built no preference pairs ({dict(method.stats)})")
     write_jsonl(st.folder / "pairs.jsonl", pairs)
     st.finish(dict(method.stats))
-    log_to(wb, "pairs", st.stats)
+    log_to(wb, "stage/pairs", st.stats)
     return pairs
 
 
@@ -193,7 +193,7 @@ def train_stage(st: Stage, cfg: Config, k: int, policy: str, base: str, pairs: l
                "policy_start": policy, "train": stats}
     metrics.update({name: s.get("stats", {}) for name, s in read_markers(st.folder).items() if name != "train"})
     write_json(st.folder / "metrics.json", metrics)
-    log_to(wb, "train", {key: v for key, v in stats.items() if isinstance(v, (int, float))})
+    log_to(wb, "stage/train", {key: v for key, v in stats.items() if isinstance(v, (int, float))})
     st.finish({key: v for key, v in stats.items() if key != "history"})
 
 

@@ -62,8 +62,11 @@ class Tracker:
 
         id_file = self.run_dir / f"iter_{k}" / "wandb_id"
         id_file.parent.mkdir(parents=True, exist_ok=True)
-        run_id = id_file.read_text().strip() if id_file.exists() else _new_run_id()
-        id_file.write_text(run_id + "\n")
+        if id_file.exists():
+            run_id = id_file.read_text().strip()
+        else:
+            run_id = _new_run_id()
+            id_file.write_text(run_id + "\n")
         c = self.cfg
         name = experiment_name(c)
         os.environ.setdefault("WANDB_SILENT", "true")

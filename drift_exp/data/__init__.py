@@ -26,7 +26,8 @@ def resolve_source(cfg: DataConfig) -> tuple[Path, str]:
     else:
         path = Path(cfg.source).expanduser()
         if not path.exists():
-            if path.is_absolute() or cfg.source.startswith(".") or cfg.source.count("/") != 1:
+            looks_local = path.is_absolute() or cfg.source.startswith((".", "~")) or path.suffix != ""
+            if looks_local or cfg.source.count("/") != 1:
                 raise DataError(f"data.source={cfg.source!r}: no such file or folder")
             path = _download(cfg.source, cfg.revision)  # 'org/name' that is not a local path: a hub id
     fmt = cfg.format

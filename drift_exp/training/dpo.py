@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import shutil
@@ -12,9 +13,11 @@ from typing import Any
 import torch
 
 from drift_exp.config import RefMode, TrainerConfig
-from drift_exp.errors import ConfigError
+from drift_exp.errors import ConfigError, UserError
 from drift_exp.records import PreferencePair
 from drift_exp.training.models import load_policy, load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def derive_batch(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
@@ -96,6 +99,12 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     dataset = Dataset.from_list([p.to_trl() for p in pairs])
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tok, callbacks=[_KillAt(stage).callback])
+    used = len(trainer.train_dataset)
+    if used < len(pairs):  # TRL drops pairs whose prompt alone fills max_length; say so, never silently
+        log.warning("%s: %d of %d pairs dropped by TRL: the prompt alone exceeds trainer.max_length=%d",
+                    stage, len(pairs) - used, len(pairs), cfg.max_length)
+    if used == 0:
+        raise UserError(f"{stage}: every pair's prompt exceeds trainer.max_length={cfg.max_length}")
     result = trainer.train()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
@@ -108,7 +117,8 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     last = history[-1] if history else {}
     return {
         "steps": trainer.state.global_step,
-        "examples": len(pairs),
+        "examples": used,
+        "dropped_too_long": len(pairs) - used,
         "epochs": epochs,
         "micro_batch_size": micro,
         "gradient_accumulation_steps": accum,

@@ -1,0 +1,116 @@
+"""Every config group option composes; bad values fail early with the key named."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from drift_exp.config import Config, experiment_name, register_configs, validate
+from drift_exp.errors import ConfigError
+
+from .conftest import CONF, ROOT
+
+register_configs()
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir())
+
+
+def load(overrides: list[str]) -> Config:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(dcfg)
+
+
+def test_groups_match_design():
+    assert GROUPS == ["data", "generation", "launcher", "method", "model", "setting", "trainer"]
+
+
+@pytest.mark.parametrize("override", [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+def test_every_option_composes_and_validates(override):
+    cfg = load([override])
+    validate(cfg)
+    assert isinstance(cfg, Config)
+
+
+def test_embedded_default_is_drift_sample_tiny_two_iterations():
+    cfg = load([])
+    assert (cfg.method.kind, cfg.data.name, cfg.model.path, cfg.iterations) == ("drift", "sample", "tiny", 2)
+    assert experiment_name(cfg) == "sample-tiny-drift-controlled-s42"
+
+
+def test_paper_settings_are_the_defaults():
+    t = load(["model=qwen14b"]).trainer
+    assert (t.beta, t.learning_rate, t.optim, t.lr_scheduler_type, t.warmup_ratio) == (0.1, 5e-7, "rmsprop",
+                                                                                      "linear", 0.1)
+    assert (t.global_batch_size, t.max_length, t.warm_start_epochs, t.epochs, t.rpo_alpha) == (4, 2048, 3, 1, 0.001)
+    g = load([]).generation
+    assert (g.temperature, g.top_p, g.max_new_tokens) == (0.7, 0.9, 512)
+
+
+@pytest.mark.parametrize("model,path", [("qwen7b", "Qwen/Qwen2.5-7B-Instruct"),
+                                        ("qwen14b", "Qwen/Qwen2.5-14B-Instruct"),
+                                        ("gemma12b", "google/gemma-3-12b-it")])
+def test_real_models_and_local_paths(model, path):
+    assert load([f"model={model}"]).model.path == path
+    assert load([f"model={model}", "model.path=/models/local"]).model.path == "/models/local"
+
+
+def test_settings():
+    assert load(["setting=controlled"]).setting.max_dsat == 4000
+    assert load(["setting=full"]).setting.max_dsat is None
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.beta=-0.1", "trainer.beta"),
+    ("iterations=0", "iterations"),
+    ("trainer.learning_rate=0", "trainer.learning_rate"),
+    ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
+    ("generation.top_p=0", "generation.top_p"),
+    ("generation.temperature=-1", "generation.temperature"),
+    ("setting.max_dsat=0", "setting.max_dsat"),
+    ("run.stop_after=iter_9/train", "run.stop_after"),
+    ("run.stop_after=bogus", "run.stop_after"),
+    ("model.dtype=float8", "model.dtype"),
+    ("data.name=a/b", "data.name"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(load([override]))
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.betaa=0.1", "betaa"),
+    ("trainer.beta=abc", "trainer.beta"),
+    ("method.prompt_format=html", "method.prompt_format"),
+    ("trainer.ref=sometimes", "trainer.ref"),
+])
+def test_unknown_keys_and_bad_types_fail_at_composition(override, key):
+    with pytest.raises(ConfigCompositionException) as err:
+        load([override])
+    assert key in str(err.value) + str(err.value.__cause__)
+
+
+def test_cli_rejects_bad_value_fast_without_traceback():
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "drift_exp", "trainer.beta=-1"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 2
+    assert "trainer.beta must be > 0, got -1" in proc.stderr + proc.stdout
+    assert "Traceback" not in proc.stderr + proc.stdout
+    # Interpreter start + Hydra composition; torch is never imported on this path.
+    assert elapsed < 10, elapsed
+
+
+def test_cli_help_and_cfg_job():
+    out = subprocess.run([sys.executable, "-m", "drift_exp", "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "method: drift, drift_unguided" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "drift_exp", "--cfg", "job", "model=qwen14b", "data=wildfeedback"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    job = OmegaConf.create(out.stdout)
+    assert job.model.path == "Qwen/Qwen2.5-14B-Instruct" and job.data.name == "wildfeedback"

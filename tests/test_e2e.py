@@ -1,0 +1,159 @@
+"""`python -m drift_exp` end to end on the tiny model and the bundled sample, and kill-and-resume.
+
+Each run is the real CLI in a subprocess: Hydra, HF generation, TRL's DPOTrainer, offline W&B.
+Generations are shortened to keep the suite in minutes; everything else is the embedded default
+except rpo_alpha=0, so the first DPO step's loss is exactly the sigmoid loss at policy = reference.
+"""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+
+FAST = ["generation.max_new_tokens=48", "trainer.max_length=512", "trainer.rpo_alpha=0"]
+
+
+def drift_exp(run_dir: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline")
+    env.pop("DRIFT_EXP_KILL_AT", None)
+    if kill_at:
+        env["DRIFT_EXP_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "drift_exp", f"hydra.run.dir={run_dir}", *FAST, *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def mtimes(run_dir: Path, markers: bool = True) -> dict[str, int]:
+    """Modification times of the stage outputs (DONE markers grow as later stages finish: markers=False)."""
+    skip = {"__main__.log", "config.yaml"} | (set() if markers else {"DONE"})
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.rglob("*")
+            if p.is_file() and "wandb" not in p.parts and ".hydra" not in p.parts and p.name not in skip}
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, model_cache) -> Path:
+    run_dir = tmp_path_factory.mktemp("e2e") / "run"
+    ok(drift_exp(run_dir))
+    return run_dir
+
+
+def test_every_stage_writes_its_files(full_run):
+    assert (full_run / "config.yaml").exists()
+    stats = json.loads((full_run / "data" / "stats.json").read_text())
+    assert (stats["conversations"], stats["dsat"], stats["seed_pairs"]) == (68, 38, 20)
+    assert set(stats) >= {"conversations", "dsat", "sat", "seed_pairs", "dsat_conversations", "sat_conversations",
+                          "skipped"}
+    assert sum(1 for _ in open(full_run / "data" / "records.jsonl")) == 38 + 37 + 20
+    assert sum(1 for _ in open(full_run / "iter_0" / "pairs.jsonl")) == 20
+    for k in (0, 1, 2):
+        it = full_run / f"iter_{k}"
+        assert (it / "checkpoint" / "model.safetensors").exists()
+        assert json.loads((it / "DONE").read_text())["train"]["key"]
+        metrics = json.loads((it / "metrics.json").read_text())
+        assert metrics["iteration"] == k and metrics["train"]["steps"] > 0
+    for k in (1, 2):
+        it = full_run / f"iter_{k}"
+        assert set(json.loads((it / "DONE").read_text())) == {"requests", "generate", "pairs", "train"}
+        for name in ("requests.jsonl", "completions.jsonl", "pairs.jsonl"):
+            assert sum(1 for _ in open(it / name)) == 38, name  # one sample per DSAT record
+        metrics = json.loads((it / "metrics.json").read_text())
+        assert metrics["generate"]["samples"] == 38 and metrics["pairs"]["pairs"] == 38
+        # TRL drops pairs whose prompt alone fills max_length (512 here); the count is reported, not lost
+        train = metrics["train"]
+        assert train["examples"] + train["dropped_too_long"] == 38 and train["examples"] > 0
+        assert train["steps"] == math.ceil(train["examples"] / 4)
+    # iteration 2 starts from iteration 1's checkpoint, which starts from the warm start's
+    assert json.loads((full_run / "iter_2" / "metrics.json").read_text())["policy_start"].endswith(
+        "iter_1/checkpoint")
+
+
+def test_drift_pairs_keep_the_real_dsat_reply(full_run):
+    records = {json.loads(line)["id"]: json.loads(line) for line in open(full_run / "data" / "records.jsonl")}
+    completions = {json.loads(line)["record_id"]: json.loads(line) for line in open(full_run / "iter_1" /
+                                                                                     "completions.jsonl")}
+    for line in open(full_run / "iter_1" / "pairs.jsonl"):
+        pair = json.loads(line)
+        rec = records[pair["meta"]["record_id"]]
+        assert rec["meta"]["kind"] == "dsat"
+        assert pair["rejected"] == rec["rejected"]  # byte for byte
+        assert pair["prompt"] == rec["prompt"]  # the context, without the feedback turn
+        assert pair["chosen"] == completions[rec["id"]]["outputs"][0]
+
+
+def test_first_dpo_step_loss_is_ln2(full_run):
+    # policy == reference at step 0 of every stage (ref = the iteration's starting model)
+    for k in (0, 1, 2):
+        first = json.loads((full_run / f"iter_{k}" / "metrics.json").read_text())["train"]["history"][0]
+        assert abs(first["loss"] - math.log(2)) < 1e-4, (k, first["loss"])
+        assert first["rewards/margins"] == 0.0
+
+
+def test_one_offline_wandb_run_per_iteration(full_run):
+    runs = sorted((full_run / "wandb").glob("offline-run-*"))
+    ids = {p.name.rsplit("-", 1)[1] for p in runs}
+    assert ids == {(full_run / f"iter_{k}" / "wandb_id").read_text().strip() for k in (0, 1, 2)}
+    assert len(runs) == 3
+    run1 = next(p for p in runs if p.name.endswith((full_run / "iter_1" / "wandb_id").read_text().strip()))
+    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run1)], capture_output=True,
+                         text=True, timeout=120)
+    if out.returncode != 0:
+        pytest.skip(f"wandb leet inspect unavailable: {out.stderr[-300:]}")
+    info = json.loads(out.stdout)
+    assert info["name"] == "sample-tiny-drift-controlled-s42-iter1" and info["state"] == "finished"
+    assert set(info["tags"]) == {"method:drift", "data:sample", "model:tiny", "setting:controlled"}
+    assert info["config"]["iteration"] == 1 and info["config"]["experiment"] == "sample-tiny-drift-controlled-s42"
+    assert "train/rewards/margins" in info["summary"] and "stage/generation/samples" in info["summary"]
+
+
+def test_rerun_recomputes_nothing(full_run):
+    before = mtimes(full_run)
+    ok(drift_exp(full_run))
+    assert mtimes(full_run) == before
+    assert len(list((full_run / "wandb").glob("offline-run-*"))) == 3
+
+
+def test_changed_setting_is_refused_with_the_key_named(full_run):
+    proc = drift_exp(full_run, "generation.temperature=1.0")
+    assert proc.returncode == 2
+    assert "generation.temperature: 0.7 -> 1.0" in proc.stderr + proc.stdout
+    assert "run.overwrite=true" in proc.stderr + proc.stdout
+
+
+def test_kill_and_resume_equals_uninterrupted(full_run, tmp_path):
+    run_dir = tmp_path / "run"
+    # 1. killed right after iteration 1's generation stage
+    proc = drift_exp(run_dir, kill_at="iter_1/generate")
+    assert proc.returncode == -signal.SIGKILL
+    done = json.loads((run_dir / "iter_1" / "DONE").read_text())
+    assert set(done) == {"requests", "generate"}
+    first = mtimes(run_dir, markers=False)
+    # 2. resumed, then killed during iteration 2's DPO training (after optimizer step 2)
+    proc = drift_exp(run_dir, kill_at="iter_2/train@2")
+    assert proc.returncode == -signal.SIGKILL
+    assert set(json.loads((run_dir / "iter_2" / "DONE").read_text())) == {"requests", "generate", "pairs"}
+    assert not (run_dir / "iter_2" / "checkpoint").exists()
+    second = mtimes(run_dir, markers=False)
+    assert {k: second[k] for k in first} == first  # nothing finished in run 1 was redone
+    # 3. resumed to the end
+    ok(drift_exp(run_dir))
+    third = mtimes(run_dir, markers=False)
+    kept = [k for k in second if not k.startswith(("iter_2/.trainer", "iter_2/checkpoint.tmp"))]
+    assert {k: third[k] for k in kept} == {k: second[k] for k in kept}
+    for k in (1, 2):
+        assert (run_dir / f"iter_{k}" / "pairs.jsonl").read_text() == (full_run / f"iter_{k}" /
+                                                                       "pairs.jsonl").read_text()
+    resumed = json.loads((run_dir / "iter_2" / "metrics.json").read_text())["train"]["history"]
+    uninterrupted = json.loads((full_run / "iter_2" / "metrics.json").read_text())["train"]["history"]
+    assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in uninterrupted], abs=1e-6)
