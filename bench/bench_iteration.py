@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -136,16 +137,21 @@ def env() -> dict[str, str]:
     return e
 
 
-def timed(cmd: list[str], log: Path, cwd: Path) -> float:
-    """Run cmd to completion, stdout+stderr to log; return its wall time; exit on failure."""
+def cpu_children() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def timed(cmd: list[str], log: Path, cwd: Path) -> tuple[float, float]:
+    """Run cmd to completion, stdout+stderr to log; return its (wall, user+sys CPU) seconds; exit on failure."""
     with open(log, "w") as f:
-        t0 = time.perf_counter()
+        c0, t0 = cpu_children(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env(), stdout=f, stderr=subprocess.STDOUT)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, cpu_children() - c0
     if proc.returncode:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- last lines of {log} ---\n{tail}")
-    return wall
+    return wall, cpu
 
 
 def project_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
@@ -217,7 +223,7 @@ def same_work(proj_dir: Path, dump: dict[str, Any]) -> dict[str, Any]:
 
 
 def med(runs: list[dict[str, Any]], side: str, key: str) -> float | None:
-    values = [r[key] if key == "wall_s" else r["split"].get(key) for r in runs if r["side"] == side]
+    values = [r[key] if key in r else r["split"].get(key) for r in runs if r["side"] == side]
     values = [v for v in values if v is not None]
     return round(statistics.median(values), 2) if values else None
 
@@ -242,7 +248,7 @@ def main() -> None:
 
     setup = work / "setup"
     print(f"work directory {work}\nsetup (not timed): warm start ...", flush=True)
-    setup_s = timed(project_cmd(setup, [*overrides, "run.stop_after=warm_start"]), logs / "setup.log", REPO)
+    setup_s, _ = timed(project_cmd(setup, [*overrides, "run.stop_after=warm_start"]), logs / "setup.log", REPO)
     ckpt, records = setup / "iter_0" / "checkpoint", setup / "data" / "records.jsonl"
     if not (ckpt / "config.json").exists() or not records.exists():
         sys.exit(f"setup did not leave {ckpt} and {records}")
@@ -263,7 +269,8 @@ def main() -> None:
                 run_dir = work / f"proj_{r}"
                 shutil.rmtree(run_dir, ignore_errors=True)
                 shutil.copytree(setup, run_dir)
-                wall = timed(project_cmd(run_dir, overrides), logs / f"proj_{r}.log", REPO)
+                load = os.getloadavg()[0]
+                wall, cpu = timed(project_cmd(run_dir, overrides), logs / f"proj_{r}.log", REPO)
                 split = project_split(run_dir, wall)
                 first_proj = first_proj or run_dir
             else:
@@ -273,14 +280,17 @@ def main() -> None:
                 dump_path = out_dir / "dump.json"
                 cmd = [sys.executable, str(script), str(ckpt), str(records), str(work / "baseline_params.json"),
                        str(out_dir), str(dump_path)]
-                wall = timed(cmd, logs / f"base_{r}.log", out_dir)
+                load = os.getloadavg()[0]
+                wall, cpu = timed(cmd, logs / f"base_{r}.log", out_dir)
                 if not (out_dir / "checkpoint" / "config.json").exists():
                     sys.exit(f"baseline run {r} saved no model in {out_dir}/checkpoint")
                 dump = json.loads(dump_path.read_text())
                 split = baseline_split(dump, wall)
                 pending_dumps.append(dump)
-            runs.append({"side": side, "repeat": r, "wall_s": round(wall, 2), "split": split})
-            print(f"  {side:8s} run {r}: {wall:7.1f}s  {split}", flush=True)
+            runs.append({"side": side, "repeat": r, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                         "loadavg_1min_before": round(load, 2), "split": split})
+            print(f"  {side:8s} run {r}: {wall:7.1f}s wall, {cpu:7.1f}s cpu, load {load:.2f} before  {split}",
+                  flush=True)
             if first_proj is not None:
                 checks += [same_work(first_proj, d) for d in pending_dumps]
                 pending_dumps = []
@@ -295,6 +305,7 @@ def main() -> None:
         "setup_s": round(setup_s, 2),
         "runs": runs,
         "median_s": {"project": med_p, "baseline": med_b},
+        "median_cpu_s": {side: med(runs, side, "cpu_s") for side in ("project", "baseline")},
         "median_split_s": {side: {k: med(runs, side, k) for k in ("generate_s", "train_s", "train_runtime_s",
                                                                   "other_s")} for side in ("project", "baseline")},
         "ratio": round(ratio, 3),
@@ -307,16 +318,16 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
 
-    print("\n| run | side | wall s | generate s | train s (runtime s) | other s |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("\n| run | side | wall s | cpu s | generate s | train s (trainer runtime s) | other s |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for x in runs:
         s = x["split"]
-        print(f"| {x['repeat']} | {x['side']} | {x['wall_s']:.1f} | {s['generate_s']:.1f} | "
+        print(f"| {x['repeat']} | {x['side']} | {x['wall_s']:.1f} | {x['cpu_s']:.1f} | {s['generate_s']:.1f} | "
               f"{s['train_s']:.1f} ({s['train_runtime_s']:.1f}) | {s['other_s']:.1f} |")
     for side in ("project", "baseline"):
         m = result["median_split_s"][side]
-        print(f"| median | {side} | {result['median_s'][side]:.1f} | {m['generate_s']:.1f} | "
-              f"{m['train_s']:.1f} ({m['train_runtime_s']:.1f}) | {m['other_s']:.1f} |")
+        print(f"| median | {side} | {result['median_s'][side]:.1f} | {result['median_cpu_s'][side]:.1f} | "
+              f"{m['generate_s']:.1f} | {m['train_s']:.1f} ({m['train_runtime_s']:.1f}) | {m['other_s']:.1f} |")
     verdict = "meets" if ratio <= GOAL else "misses"
     print(f"\nratio median(project) / median(baseline) = {ratio:.3f} ({verdict} the goal <= {GOAL})")
     for c in checks:

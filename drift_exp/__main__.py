@@ -4,6 +4,8 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, register_configs, validate
@@ -23,7 +25,9 @@ def main(dcfg: DictConfig) -> None:
         run(cfg, dcfg)
     except UserError as err:
         log.error("%s", err)
-        sys.exit(2)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records this job as failed and goes on with the others
+        sys.exit(2)  # a clear message, no traceback
 
 
 if __name__ == "__main__":
