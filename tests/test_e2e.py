@@ -157,3 +157,16 @@ def test_kill_and_resume_equals_uninterrupted(full_run, tmp_path):
     resumed = json.loads((run_dir / "iter_2" / "metrics.json").read_text())["train"]["history"]
     uninterrupted = json.loads((full_run / "iter_2" / "metrics.json").read_text())["train"]["history"]
     assert [h["loss"] for h in resumed] == pytest.approx([h["loss"] for h in uninterrupted], abs=1e-6)
+
+
+def test_reference_initial_is_the_base_model(tmp_path, model_cache):
+    # iteration 1 starts from the warm-started policy; with ref=initial its reference is the base
+    # model, so the first step's loss is no longer ln 2 (policy != reference).
+    run_dir = tmp_path / "run"
+    ok(drift_exp(run_dir, "iterations=1", "trainer.ref=initial", "trainer.warm_start_epochs=1",
+                 "trainer.learning_rate=1e-4", "tracking.mode=disabled"))
+    metrics = json.loads((run_dir / "iter_1" / "metrics.json").read_text())
+    assert metrics["train"]["reference"].startswith(str(model_cache))  # the tiny base model's folder
+    assert metrics["policy_start"].endswith("iter_0/checkpoint")
+    assert abs(metrics["train"]["history"][0]["loss"] - math.log(2)) > 1e-3
+    assert not (run_dir / "wandb").exists()  # tracking.mode=disabled writes nothing
