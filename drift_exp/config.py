@@ -44,7 +44,7 @@ class OnInvalid(StrEnum):
 class MethodConfig:
     # Label used in the run directory name (e.g. drift, drift-unguided).
     name: str = MISSING
-    # Which pair builder in drift_exp/methods/ runs: drift (spin and iterdpo come later).
+    # Which pair builder in drift_exp/methods/ runs: drift | spin | iterdpo.
     kind: str = MISSING
     # Guided sampling conditions the chosen on the DSAT reply + feedback + instruction (Table 6 ablation: false).
     guided: bool = True
@@ -54,8 +54,10 @@ class MethodConfig:
     instruction: str = (
         "Based on the user's latest feedback, please provide an improved response that addresses their concerns."
     )
-    # Policy samples per request; each sample becomes one pair.
+    # Policy samples per request; each sample becomes one pair (IterDPO ranking draws 2 per pair).
     n_samples: int = 1
+    # Train iteration k on the pairs of iterations 1..k (the SPIN authors' recipe); off in the DRIFT paper.
+    accumulate: bool = False
 
 
 @dataclass
@@ -64,8 +66,11 @@ class DataConfig:
     name: str = MISSING
     # 'sample' (bundled with the package), a local file or folder, or a hub dataset id.
     source: str = MISSING
-    # auto (from the path) | annotation (raw sat_dsat_annotation.json) | released (authors' jsonl files).
+    # auto (WildFeedback, from the path) | annotation (raw sat_dsat_annotation.json) | released (the
+    # DRIFT authors' jsonl files) | ultrafeedback_binarized (HuggingFaceH4) | ultrafeedback_raw (openbmb).
     format: str = "auto"
+    # Split of a hub data set read with `datasets` (UltraFeedback binarized: train_prefs / test_prefs).
+    split: str = "train_prefs"
     # Hub revision, used only when source is a hub id.
     revision: str | None = None
     # What to do with a malformed row.
@@ -101,8 +106,9 @@ class ModelConfig:
 class SettingConfig:
     # Label used in the run directory name.
     name: str = MISSING
-    # controlled: at most this many DSAT records, sampled with the seed; null (full): all of them.
-    max_dsat: int | None = None
+    # controlled: at most this many of the records the method iterates on (DSAT for DRIFT and
+    # IterDPO, SAT for SPIN, prompts on UltraFeedback), sampled with the seed; null (full): all.
+    max_records: int | None = None
 
 
 @dataclass
@@ -149,6 +155,18 @@ class GenerationConfig:
 
 
 @dataclass
+class ScorerConfig:
+    # Reward model ranking IterDPO's samples (and the evaluation proxy): a hub id or local folder;
+    # 'tiny' builds a random Qwen2 classifier locally (CPU, tests); 'auto' is 'tiny' with the tiny
+    # policy and OpenAssistant/reward-model-deberta-v3-large-v2 (the paper's) otherwise.
+    path: str = "auto"
+    batch_size: int = 16
+    # The DeBERTa reward model was trained at 512 tokens; its tokenizer would not truncate by itself.
+    max_length: int = 512
+    tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(init_seed=1))
+
+
+@dataclass
 class LauncherConfig:
     # inline: every stage in this process (CPU, tests). local and slurm come later.
     name: str = "inline"
@@ -180,6 +198,7 @@ class Config:
     setting: SettingConfig = field(default_factory=SettingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    scorer: ScorerConfig = field(default_factory=ScorerConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -189,16 +208,26 @@ class Config:
     iterations: int = 2
 
 
+DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
+
+
+def scorer_path(cfg: Config) -> str:
+    """scorer.path with 'auto' resolved."""
+    if cfg.scorer.path != "auto":
+        return cfg.scorer.path
+    return "tiny" if cfg.model.path == "tiny" else DEFAULT_REWARD_MODEL
+
+
 def register_configs() -> None:
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
 
 
 STAGES = ("requests", "generate", "pairs", "train")
-METHOD_KINDS = ("drift",)
+METHOD_KINDS = ("drift", "spin", "iterdpo")
 GENERATION_BACKENDS = ("hf",)
 LAUNCHERS = ("inline",)
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DATA_FORMATS = ("auto", "annotation", "released")
+DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
 _STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train))$")
 
 
@@ -213,8 +242,8 @@ def validate(cfg: Config) -> None:
         ("data.source", bool(cfg.data.source.strip()), "must name 'sample', a path or a hub id"),
         ("model.path", bool(cfg.model.path.strip()), "must name 'tiny', a local folder or a hub id"),
         ("model.dtype", cfg.model.dtype in DTYPES, f"must be one of {DTYPES}, got {cfg.model.dtype!r}"),
-        ("setting.max_dsat", cfg.setting.max_dsat is None or cfg.setting.max_dsat >= 1,
-         f"must be >= 1 or null (all), got {cfg.setting.max_dsat}"),
+        ("setting.max_records", cfg.setting.max_records is None or cfg.setting.max_records >= 1,
+         f"must be >= 1 or null (all), got {cfg.setting.max_records}"),
         ("trainer.beta", cfg.trainer.beta > 0, f"must be > 0, got {cfg.trainer.beta}"),
         ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
         ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,

@@ -14,17 +14,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drift_exp.config import Config, experiment_name
-from drift_exp.data import load_records, select_dsat
+from drift_exp.config import Config, experiment_name, scorer_path
+from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
 from drift_exp.generation import build_generator
-from drift_exp.methods import build_method, seed_pairs
+from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.records import (
     Completion,
     FeedbackRecord,
@@ -54,11 +54,13 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
     tracker = Tracker(cfg, rd.root, resolved)
     log.info("experiment %s in %s", experiment_name(cfg), rd.root)
 
-    # Filter: extract the DSAT signals (and SAT replies, DSAT->SAT seeds) from the wild data.
-    records, key = prepare(rd, cfg)
+    # Filter: extract the DSAT signals (and SAT replies, DSAT->SAT seeds) from the wild data, and
+    # keep the records the method iterates on (DSAT for DRIFT / IterDPO, SAT for SPIN; Table 2).
+    method = build_method(cfg.method)
+    records, key = prepare(rd, cfg, method)
     if stop_here(cfg, "prepare"):
         return rd.root
-    dsat = select_dsat(records, cfg.setting, cfg.seed)
+    targets = select_records(records, method.record_kind(records), cfg.setting, cfg.seed)
 
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
@@ -66,12 +68,11 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
     if stop_here(cfg, "warm_start"):
         return rd.root
 
-    method = build_method(cfg.method)
     for k in range(1, cfg.iterations + 1):
         policy = policy_after(rd, k - 1, base)  # pi_{k-1}: samples the positives, starts the training
         st = {name: None for name in ORDER}
         parent = key
-        for name, section in iteration_sections(cfg, k).items():
+        for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
             st[name] = rd.stage(k, name, parent, section)
             parent = st[name].key
         key = st["train"].key
@@ -79,17 +80,20 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
             continue
         with tracker.iteration(k) as wb:
             # Positive sampling: what to ask pi_{k-1} (Table 2), then ask it.
-            requests = requests_stage(st["requests"], method, dsat, k)
+            requests = requests_stage(st["requests"], method, targets, k, wb)
             if stop_here(cfg, "requests", k):
                 return rd.root
             completions = generate_stage(st["generate"], cfg, policy, requests, k, wb)
             if stop_here(cfg, "generate", k):
                 return rd.root
             # Pairs: DRIFT keeps the real DSAT reply as rejected, the fresh sample as chosen.
-            pairs = pairs_stage(st["pairs"], method, records, completions, k, wb)
+            pairs = pairs_stage(st["pairs"], cfg, method, records, completions, k, wb)
             if stop_here(cfg, "pairs", k):
                 return rd.root
-            # Loss update: one epoch of DPO from pi_{k-1}.
+            # Loss update: one epoch of DPO from pi_{k-1} (SPIN's recipe adds earlier iterations' pairs).
+            if cfg.method.accumulate:
+                pairs = [p for j in range(1, k) for p in read_jsonl(rd.folder(j) / "pairs.jsonl", PreferencePair)] \
+                    + pairs
             train_stage(st["train"], cfg, k, policy, base, pairs, cfg.trainer.epochs, tracker, wb)
             if stop_here(cfg, "train", k):
                 return rd.root
@@ -97,26 +101,29 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
     return rd.root
 
 
-def iteration_sections(cfg: Config, k: int) -> dict[str, dict[str, Any]]:
+def iteration_sections(cfg: Config, k: int, scored: bool) -> dict[str, dict[str, Any]]:
     """The config each stage of iteration k reads (its DONE key hashes these, chained)."""
+    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if scored else None
     return {
         "requests": {"method": asdict(cfg.method), "setting": asdict(cfg.setting), "iteration": k},
         "generate": {"generation": asdict(cfg.generation), "seed": cfg.seed},
-        "pairs": {"method": asdict(cfg.method)},
+        "pairs": {"method": asdict(cfg.method), "scorer": scorer},
         "train": {"trainer": asdict(cfg.trainer), "seed": cfg.seed},
     }
 
 
-def prepare(rd: RunDir, cfg: Config) -> tuple[list[FeedbackRecord], str]:
+def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[FeedbackRecord], str]:
     st = rd.stage(None, "prepare", "", {"data": asdict(cfg.data), "setting": asdict(cfg.setting),
-                                        "seed": cfg.seed})
+                                        "method": cfg.method.kind, "seed": cfg.seed})
     path = st.folder / "records.jsonl"
     if st.done:
         return read_jsonl(path, FeedbackRecord), st.key
-    records, stats = load_records(cfg.data)
-    used = select_dsat(records, cfg.setting, cfg.seed)
-    stats["used"] = {"setting": cfg.setting.name, "dsat": len(used),
-                     "seed_pairs": stats["seed_pairs"] if cfg.trainer.warm_start_epochs else 0}
+    records, stats = load_records(cfg.data, cfg.seed)
+    kind = method.record_kind(records)
+    used = select_records(records, kind, cfg.setting, cfg.seed)
+    stats["used"] = {"setting": cfg.setting.name, "kind": kind, "records": len(used),
+                     "available": sum(r.kind == kind for r in records),
+                     "seed_pairs": sum(r.kind == "seed" for r in records) if cfg.trainer.warm_start_epochs else 0}
     log.info("data: %s", {k: v for k, v in stats.items() if k != "source"})
     write_jsonl(path, records)
     write_json(st.folder / "stats.json", stats)
@@ -143,12 +150,14 @@ def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: s
     return st.key
 
 
-def requests_stage(st: Stage, method, dsat: list[FeedbackRecord], k: int) -> list[GenRequest]:
+def requests_stage(st: Stage, method, targets: list[FeedbackRecord], k: int, wb) -> list[GenRequest]:
     if st.done:
-        return read_jsonl(st.folder / "requests.jsonl", GenRequest)
-    requests = method.requests(dsat, k)
-    write_jsonl(st.folder / "requests.jsonl", requests)
-    st.finish({"requests": len(requests), "records": len(dsat)})
+        requests = read_jsonl(st.folder / "requests.jsonl", GenRequest)
+    else:
+        requests = method.requests(targets, k)
+        write_jsonl(st.folder / "requests.jsonl", requests)
+        st.finish({"requests": len(requests), "records": len(targets), "samples": sum(r.n for r in requests)})
+    log_to(wb, "stage/requests", st.stats)
     return requests
 
 
@@ -165,11 +174,17 @@ def generate_stage(st: Stage, cfg: Config, policy: str, requests: list[GenReques
     return completions
 
 
-def pairs_stage(st: Stage, method, records: list[FeedbackRecord], completions: list[Completion], k: int,
-                wb) -> list[PreferencePair]:
+def pairs_stage(st: Stage, cfg: Config, method, records: list[FeedbackRecord], completions: list[Completion],
+                k: int, wb) -> list[PreferencePair]:
     if st.done:
         return read_jsonl(st.folder / "pairs.jsonl", PreferencePair)
-    pairs = method.pairs(records, completions)
+    scorer = None
+    if method.needs_scorer(records):
+        from drift_exp.scoring import RewardScorer
+
+        scorer = RewardScorer(replace(cfg.scorer, path=scorer_path(cfg)))
+    pairs = method.pairs(records, completions, scorer)
+    del scorer
     for p in pairs:
         p.meta["iteration"] = k
     if not pairs:

@@ -59,8 +59,8 @@ def test_real_models_and_local_paths(model, path):
 
 
 def test_settings():
-    assert load(["setting=controlled"]).setting.max_dsat == 4000
-    assert load(["setting=full"]).setting.max_dsat is None
+    assert load(["setting=controlled"]).setting.max_records == 4000
+    assert load(["setting=full"]).setting.max_records is None
 
 
 @pytest.mark.parametrize("override,key", [
@@ -70,7 +70,7 @@ def test_settings():
     ("trainer.warmup_ratio=1.5", "trainer.warmup_ratio"),
     ("generation.top_p=0", "generation.top_p"),
     ("generation.temperature=-1", "generation.temperature"),
-    ("setting.max_dsat=0", "setting.max_dsat"),
+    ("setting.max_records=0", "setting.max_records"),
     ("run.stop_after=iter_9/train", "run.stop_after"),
     ("run.stop_after=bogus", "run.stop_after"),
     ("model.dtype=float8", "model.dtype"),
@@ -108,7 +108,7 @@ def test_cli_rejects_bad_value_fast_without_traceback():
 def test_cli_help_and_cfg_job():
     out = subprocess.run([sys.executable, "-m", "drift_exp", "--help"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
-    assert out.returncode == 0 and "method: drift, drift_unguided" in out.stdout
+    assert out.returncode == 0 and "method: drift, drift_unguided, iterdpo, iterdpo_unguided, spin" in out.stdout
     out = subprocess.run([sys.executable, "-m", "drift_exp", "--cfg", "job", "model=qwen14b", "data=wildfeedback"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0

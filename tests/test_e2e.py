@@ -170,3 +170,31 @@ def test_reference_initial_is_the_base_model(tmp_path, model_cache):
     assert metrics["policy_start"].endswith("iter_0/checkpoint")
     assert abs(metrics["train"]["history"][0]["loss"] - math.log(2)) > 1e-3
     assert not (run_dir / "wandb").exists()  # tracking.mode=disabled writes nothing
+
+
+@pytest.mark.parametrize("method,data", [("spin", "sample"), ("iterdpo", "sample"), ("iterdpo_unguided", "sample")])
+def test_baselines_end_to_end(tmp_path, model_cache, method, data):
+    run_dir = tmp_path / "run"
+    ok(drift_exp(run_dir, f"method={method}", f"data={data}", "iterations=1", "trainer.warm_start_epochs=1",
+                 "tracking.mode=disabled"))
+    metrics = json.loads((run_dir / "iter_1" / "metrics.json").read_text())
+    pairs = [json.loads(line) for line in open(run_dir / "iter_1" / "pairs.jsonl")]
+    assert len(pairs) == metrics["pairs"]["pairs"] > 0
+    assert metrics["train"]["examples"] + metrics["train"]["dropped_too_long"] == len(pairs)
+    if method == "spin":
+        assert {p["meta"]["chosen_from"] for p in pairs} == {"sat_reply"}
+    elif method == "iterdpo":
+        assert metrics["requests"]["requests"] == 2 * metrics["requests"]["records"]
+    else:
+        assert all(p["meta"]["score_chosen"] > p["meta"]["score_rejected"] for p in pairs)
+
+
+def test_spin_accumulates_earlier_pairs_when_asked(tmp_path, model_cache):
+    run_dir = tmp_path / "run"
+    ok(drift_exp(run_dir, "method=spin", "method.accumulate=true", "trainer.warm_start_epochs=0",
+                 "trainer.max_length=4096", "tracking.mode=disabled"))
+    n1 = sum(1 for _ in open(run_dir / "iter_1" / "pairs.jsonl"))
+    n2 = sum(1 for _ in open(run_dir / "iter_2" / "pairs.jsonl"))
+    metrics = [json.loads((run_dir / f"iter_{k}" / "metrics.json").read_text())["train"] for k in (1, 2)]
+    assert metrics[0]["examples"] + metrics[0]["dropped_too_long"] == n1
+    assert metrics[1]["examples"] + metrics[1]["dropped_too_long"] == n1 + n2

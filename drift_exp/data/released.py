@@ -13,6 +13,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from drift_exp.config import DataConfig
+from drift_exp.data.sources import local_or_hub
 from drift_exp.errors import DataError
 from drift_exp.records import FeedbackRecord, Message, iter_jsonl
 
@@ -81,3 +83,12 @@ def read_released(folder: Path, source: str) -> tuple[list[FeedbackRecord], dict
         "skipped": {},
     }
     return records, stats
+
+
+def load(cfg: DataConfig) -> tuple[list[FeedbackRecord], dict[str, Any]]:
+    """Read the released files from the local folder data.source."""
+    where = local_or_hub(cfg.source)
+    if isinstance(where, str) or not where.is_dir():
+        raise DataError(f"data.source={cfg.source!r}: the released format needs a local folder holding "
+                        f"{FILES['dsat']}")
+    return read_released(where, cfg.name)

@@ -13,17 +13,21 @@ Records produced (paper §4.1, Table 1):
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from drift_exp.config import DataConfig, OnInvalid
+from drift_exp.data.sources import SAMPLE_DIR, hub_file, local_or_hub
 from drift_exp.errors import DataError
 from drift_exp.records import FeedbackRecord, Message
 
 ID, ROLE, CONTENT = "UtterranceId", "Role", "Content"
 SAT, DSAT = "Satisfaction", "Disatisfaction"
 ROLES = {"User": "user", "Agent": "assistant"}
+ANNOTATION_FILE = "sat_dsat_annotation.json"
 
 
 class _Invalid(Exception):
@@ -178,3 +182,33 @@ def _bad_row_offset(conv: list[dict[str, Any]]) -> int:
         except _Invalid:
             return i
     return 0
+
+
+def annotation_path(cfg: DataConfig) -> Path:
+    """The annotation file: bundled sample, a local file or folder holding it, or the hub's copy."""
+    if cfg.source == "sample":
+        return SAMPLE_DIR / ANNOTATION_FILE
+    where = local_or_hub(cfg.source)
+    if isinstance(where, str):
+        return hub_file(where, ANNOTATION_FILE, cfg.revision)
+    if where.is_dir():
+        where = where / ANNOTATION_FILE
+        if not where.exists():
+            raise DataError(f"data.source={cfg.source!r}: folder has neither {ANNOTATION_FILE} "
+                            "nor the authors' dsat_data.jsonl")
+    return where
+
+
+def load(cfg: DataConfig) -> tuple[list[FeedbackRecord], dict[str, Any]]:
+    """Read an annotation file into records and its Table 1 counts."""
+    path = annotation_path(cfg)
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = json.load(f)
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 at byte {err.start} ({err.reason})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected one JSON array of utterances, got a {type(rows).__name__}")
+    return extract(rows, path, cfg.name, skip_invalid=cfg.on_invalid == OnInvalid.skip)

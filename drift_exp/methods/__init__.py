@@ -1,6 +1,15 @@
 """Pair construction. A method is two pure halves (DESIGN.md), so generation can run elsewhere:
 `requests(records, iteration)` says what to sample; `pairs(records, completions, scorer)` builds
-the DPO pairs from what came back. Table 2 of the paper is the specification."""
+the DPO pairs from what came back. Table 2 of the paper is the specification:
+
+              chosen                                  rejected
+  DRIFT    WF policy sample (guided by feedback)      the real DSAT reply
+           UF policy sample                           the data set's rejected
+  SPIN     WF the real SAT reply                      policy sample from the context before it
+           UF the data set's chosen                   policy sample
+  IterDPO  WF policy sample, guided                   policy sample from the context alone
+           UF / unguided: two policy samples of one prompt, ranked by the reward model
+"""
 
 from __future__ import annotations
 
@@ -14,10 +23,21 @@ from drift_exp.records import Completion, FeedbackRecord, GenRequest, Preference
 class PairBuilder(Protocol):
     stats: Counter  # what the last pairs() call built and skipped, by reason
 
+    def record_kind(self, records: list[FeedbackRecord]) -> str:
+        """Which records the method iterates on (dsat, sat or pref)."""
+
+    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
+        """Whether pairs() ranks samples with the reward model."""
+
     def requests(self, records: list[FeedbackRecord], iteration: int) -> list[GenRequest]: ...
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]: ...
+
+
+def is_ultrafeedback(records: list[FeedbackRecord]) -> bool:
+    """UltraFeedback-style data: every prompt comes with the data set's chosen and rejected."""
+    return any(r.kind == "pref" for r in records)
 
 
 def build_method(cfg: MethodConfig) -> PairBuilder:
@@ -25,6 +45,14 @@ def build_method(cfg: MethodConfig) -> PairBuilder:
         from drift_exp.methods.drift import Drift
 
         return Drift(cfg)
+    if cfg.kind == "spin":
+        from drift_exp.methods.spin import Spin
+
+        return Spin(cfg)
+    if cfg.kind == "iterdpo":
+        from drift_exp.methods.iterdpo import IterDPO
+
+        return IterDPO(cfg)
     raise ValueError(f"method.kind={cfg.kind!r} is not implemented")
 
 
@@ -35,3 +63,9 @@ def seed_pairs(records: list[FeedbackRecord]) -> list[PreferencePair]:
                        meta={"record_id": r.id, "chosen_from": "sat_revision", "rejected_from": "dsat_reply"})
         for r in records if r.kind == "seed"
     ]
+
+
+def pair(rec: FeedbackRecord, suffix: str, chosen: str, rejected: str, **meta) -> PreferencePair:
+    """A pair on the record's context (never the feedback turn), with provenance in meta."""
+    return PreferencePair(id=f"{rec.id}-{suffix}", prompt=[dict(m) for m in rec.prompt], chosen=chosen,
+                          rejected=rejected, meta={"record_id": rec.id, **meta})

@@ -1,32 +1,35 @@
-"""DRIFT (paper §3, Table 2): chosen = a fresh policy sample, rejected = the real DSAT reply."""
+"""DRIFT (paper §3, Table 2): chosen = a fresh policy sample, rejected = the real DSAT reply
+(WildFeedback) or the data set's rejected (UltraFeedback)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from drift_exp.config import MethodConfig
+from drift_exp.methods import is_ultrafeedback, pair
 from drift_exp.methods.prompts import guided_request, plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
 class Drift:
-    """Guided (default): sample the chosen from context + DSAT reply + feedback + instruction.
-    Unguided (Table 6): sample it from the context alone. The pair's prompt is always the
-    context without the feedback, and the rejected is the DSAT reply byte for byte."""
+    """Guided (default, WildFeedback): sample the chosen from context + DSAT reply + feedback +
+    instruction. Unguided (Table 6) and UltraFeedback (no feedback turn): from the context alone.
+    The pair's prompt is always the context without the feedback; the rejected is kept byte for byte."""
 
     def __init__(self, cfg: MethodConfig):
         self.cfg = cfg
         self.stats: Counter = Counter()
 
+    def record_kind(self, records: list[FeedbackRecord]) -> str:
+        return "pref" if is_ultrafeedback(records) else "dsat"
+
+    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
+        return False
+
     def requests(self, records: list[FeedbackRecord], iteration: int) -> list[GenRequest]:
-        out = []
-        for rec in records:
-            if self.cfg.guided:
-                out.append(guided_request(rec, "chosen", self.cfg.prompt_format, self.cfg.instruction,
-                                          self.cfg.n_samples))
-            else:
-                out.append(plain_request(rec, "chosen", self.cfg.n_samples))
-        return out
+        n = self.cfg.n_samples
+        return [guided_request(r, "chosen", self.cfg.prompt_format, self.cfg.instruction, n)
+                if self.cfg.guided and r.kind == "dsat" else plain_request(r, "chosen", n) for r in records]
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]:
@@ -39,13 +42,8 @@ class Drift:
                 if not text.strip():
                     self.stats["skipped_empty_sample"] += 1
                     continue
-                out.append(PreferencePair(
-                    id=f"{rec.id}-s{i}",
-                    prompt=[dict(m) for m in rec.prompt],
-                    chosen=text,
-                    rejected=rec.rejected,
-                    meta={"record_id": rec.id, "sampled": "chosen", "sample_index": i,
-                          "chosen_from": "policy", "rejected_from": "dsat_reply"},
-                ))
+                out.append(pair(rec, f"s{i}", chosen=text, rejected=rec.rejected, sampled="chosen",
+                                sample_index=i, chosen_from="policy",
+                                rejected_from="dsat_reply" if rec.kind == "dsat" else "dataset_rejected"))
         self.stats["pairs"] = len(out)
         return out

@@ -24,13 +24,17 @@ def cache_root() -> Path:
     return Path(os.environ.get("DRIFT_EXP_CACHE", Path.home() / ".cache" / "drift_exp")).expanduser()
 
 
-def build_tiny(cfg: TinyModelConfig, root: Path | None = None) -> Path:
-    """Save a randomly initialised Qwen2ForCausalLM + byte-level Qwen2Tokenizer once; return its folder."""
+def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm") -> Path:
+    """Save a randomly initialised Qwen2 model + byte-level Qwen2Tokenizer once; return its folder.
+
+    head="lm": Qwen2ForCausalLM (the tiny policy); head="reward": Qwen2ForSequenceClassification
+    with one output (the tiny reward model, a stand-in for the DeBERTa reward model on CPU).
+    """
     from tokenizers import pre_tokenizers
-    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Tokenizer
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification, Qwen2Tokenizer
 
     key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-    folder = (root or cache_root()) / f"tiny-qwen2-{key}"
+    folder = (root or cache_root()) / f"tiny-qwen2-{'' if head == 'lm' else head + '-'}{key}"
     if (folder / "config.json").exists():
         return folder
     vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
@@ -43,12 +47,16 @@ def build_tiny(cfg: TinyModelConfig, root: Path | None = None) -> Path:
         vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
         num_hidden_layers=cfg.num_hidden_layers, num_attention_heads=cfg.num_attention_heads,
         num_key_value_heads=cfg.num_key_value_heads, max_position_embeddings=cfg.max_position_embeddings,
-        tie_word_embeddings=True, eos_token_id=2, pad_token_id=0, bos_token_id=None,
+        tie_word_embeddings=head == "lm", eos_token_id=2, pad_token_id=0, bos_token_id=None,
+        num_labels=1,
     )
     torch.manual_seed(cfg.init_seed)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config.eos_token_id = 2
-    model.generation_config.pad_token_id = 0
+    if head == "lm":
+        model = Qwen2ForCausalLM(config)
+        model.generation_config.eos_token_id = 2
+        model.generation_config.pad_token_id = 0
+    else:
+        model = Qwen2ForSequenceClassification(config)
     tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

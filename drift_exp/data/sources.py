@@ -1,0 +1,35 @@
+"""Where a data set lives: the bundled sample, a local path, or (only when named) a hub id."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from drift_exp.errors import DataError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+
+def local_or_hub(source: str) -> Path | str:
+    """A Path when `source` exists locally; the hub id when it has the 'org/name' shape; else DataError."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.suffix != ""
+    if looks_local or source.count("/") != 1:
+        raise DataError(f"data.source={source!r}: no such file or folder")
+    return source
+
+
+def hub_file(repo_id: str, filename: str, revision: str | None) -> Path:
+    """Download one file of a hub data set (only ever called when the user named the hub id)."""
+    from huggingface_hub import hf_hub_download
+
+    log.info("downloading %s from the hub dataset %s", filename, repo_id)
+    try:
+        return Path(hf_hub_download(repo_id, filename, repo_type="dataset", revision=revision))
+    except Exception as err:  # offline, missing repo, gated: say which and how to fix it
+        raise DataError(f"data.source={repo_id!r}: could not download {filename} from the hub "
+                        f"({type(err).__name__}: {err}); pass a local path instead") from None
