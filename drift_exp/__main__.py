@@ -1,6 +1,7 @@
 """`python -m drift_exp [overrides]`: compose the config, validate it, run the pipeline."""
 
 import logging
+import os
 import sys
 
 import hydra
@@ -18,6 +19,8 @@ log = logging.getLogger("drift_exp")
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(dcfg)
+    if os.environ.get("SLURM_PROCID", "0") != "0" and cfg.launcher.name == "slurm":
+        return  # one orchestrator per experiment: the job's first task; the others only lend their node
     try:
         validate(cfg)  # before any heavy import: a bad value fails in well under a second
         from drift_exp.pipeline import run  # torch, transformers, trl load here

@@ -28,6 +28,12 @@ class RefMode(StrEnum):
     initial = "initial"  # the model the experiment started from (model.path)
 
 
+class RefModeKind(StrEnum):
+    auto = "auto"  # precomputed on GPU, live on CPU
+    live = "live"  # a second model in memory (ZeRO-3 partitions it too)
+    precomputed = "precomputed"  # reference log-probs computed once before training; one resident model
+
+
 class TrackingMode(StrEnum):
     auto = "auto"  # online when a W&B API key is configured, offline otherwise
     online = "online"
@@ -132,6 +138,10 @@ class TrainerConfig:
     rpo_alpha: float = 0.001
     # Reference model of each iteration's DPO.
     ref: RefMode = RefMode.previous
+    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory).
+    ref_mode: RefModeKind = RefModeKind.auto
+    # Seconds a collective may wait before the job fails (multi-node: raise it for slow checkpoint saves).
+    ddp_timeout: int = 1800
     gradient_checkpointing: bool = True
     max_grad_norm: float = 1.0
     logging_steps: int = 1
@@ -168,8 +178,16 @@ class ScorerConfig:
 
 @dataclass
 class LauncherConfig:
-    # inline: every stage in this process (CPU, tests). local and slurm come later.
+    # inline: every stage in this process (CPU, tests) | local: generation and training as child
+    # processes on this node | slurm: as local, on the nodes of a SLURM allocation (launchers/README.md).
     name: str = "inline"
+    # Training processes per node (local, slurm); null: one per visible GPU.
+    num_processes: int | None = None
+    # Nodes the training spans (slurm; SLURM_NNODES wins inside an allocation).
+    num_machines: int = 1
+    # Train with DeepSpeed ZeRO-3 (local, slurm); the config is generated per stage with concrete values.
+    deepspeed: bool = True
+    main_process_port: int = 29500
 
 
 @dataclass
@@ -225,7 +243,7 @@ def register_configs() -> None:
 STAGES = ("requests", "generate", "pairs", "train")
 METHOD_KINDS = ("drift", "spin", "iterdpo")
 GENERATION_BACKENDS = ("hf",)
-LAUNCHERS = ("inline",)
+LAUNCHERS = ("inline", "local", "slurm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
 _STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train))$")
@@ -274,6 +292,9 @@ def validate(cfg: Config) -> None:
          f"must be >= 1, got {cfg.generation.max_prompt_length}"),
         ("generation.batch_size", cfg.generation.batch_size >= 1, f"must be >= 1, got {cfg.generation.batch_size}"),
         ("launcher.name", cfg.launcher.name in LAUNCHERS, f"must be one of {LAUNCHERS}, got {cfg.launcher.name!r}"),
+        ("launcher.num_processes", cfg.launcher.num_processes is None or cfg.launcher.num_processes >= 1,
+         f"must be >= 1 or null (one per GPU), got {cfg.launcher.num_processes}"),
+        ("launcher.num_machines", cfg.launcher.num_machines >= 1, f"must be >= 1, got {cfg.launcher.num_machines}"),
         ("run.stop_after", cfg.run.stop_after is None or bool(_STOP_AFTER.match(cfg.run.stop_after)),
          "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
          f"{STAGES}, got {cfg.run.stop_after!r}"),

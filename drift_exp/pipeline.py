@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,17 @@ from omegaconf import DictConfig, OmegaConf
 from drift_exp.config import Config, experiment_name, scorer_path
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
-from drift_exp.generation import build_generator
+from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.records import (
     Completion,
     FeedbackRecord,
-    GenRequest,
-    PreferencePair,
     read_jsonl,
     write_json,
     write_jsonl,
 )
-from drift_exp.stages import ORDER, RunDir, Stage, read_markers
+from drift_exp.stages import RunDir, Stage, read_markers
 from drift_exp.tracking import Tracker
-from drift_exp.training.dpo import reference_path, train_dpo
 from drift_exp.training.models import base_model_path
 
 log = logging.getLogger(__name__)
@@ -64,13 +60,12 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
-    key = warm_start(rd, cfg, records, key, base, tracker)
+    key = warm_start(rd, cfg, records, key, tracker)
     if stop_here(cfg, "warm_start"):
         return rd.root
 
     for k in range(1, cfg.iterations + 1):
-        policy = policy_after(rd, k - 1, base)  # pi_{k-1}: samples the positives, starts the training
-        st = {name: None for name in ORDER}
+        st = {}
         parent = key
         for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
             st[name] = rd.stage(k, name, parent, section)
@@ -78,26 +73,23 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
         key = st["train"].key
         if all(s.done for s in st.values()):
             continue
-        with tracker.iteration(k) as wb:
-            # Positive sampling: what to ask pi_{k-1} (Table 2), then ask it.
-            requests = requests_stage(st["requests"], method, targets, k, wb)
+        with tracker.iteration(k):
+            # Sampling: what to ask the current policy pi_{k-1} (Table 2), then ask it.
+            requests_stage(st["requests"], method, targets, k, tracker)
             if stop_here(cfg, "requests", k):
                 return rd.root
-            completions = generate_stage(st["generate"], cfg, policy, requests, k, wb)
+            completions = generate_stage(st["generate"], cfg, rd, k, tracker)
             if stop_here(cfg, "generate", k):
                 return rd.root
             # Pairs: DRIFT keeps the real DSAT reply as rejected, the fresh sample as chosen.
-            pairs = pairs_stage(st["pairs"], cfg, method, records, completions, k, wb)
+            pairs_stage(st["pairs"], cfg, method, records, completions, k, tracker)
             if stop_here(cfg, "pairs", k):
                 return rd.root
-            # Loss update: one epoch of DPO from pi_{k-1} (SPIN's recipe adds earlier iterations' pairs).
-            if cfg.method.accumulate:
-                pairs = [p for j in range(1, k) for p in read_jsonl(rd.folder(j) / "pairs.jsonl", PreferencePair)] \
-                    + pairs
-            train_stage(st["train"], cfg, k, policy, base, pairs, cfg.trainer.epochs, tracker, wb)
+            # Loss update: one epoch of DPO from pi_{k-1}.
+            train_stage(st["train"], cfg, rd, k, tracker)
             if stop_here(cfg, "train", k):
                 return rd.root
-    log.info("finished %s: final policy %s", experiment_name(cfg), policy_after(rd, cfg.iterations, base))
+    log.info("finished %s: final policy %s", experiment_name(cfg), rd.checkpoint_after(cfg.iterations, base))
     return rd.root
 
 
@@ -131,8 +123,7 @@ def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[Feedback
     return records, st.key
 
 
-def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: str, base: str,
-               tracker: Tracker) -> str:
+def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: str, tracker: Tracker) -> str:
     st = rd.stage(0, "train", parent, {"model": asdict(cfg.model), "trainer": asdict(cfg.trainer),
                                        "seed": cfg.seed})
     if st.done:
@@ -145,39 +136,32 @@ def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: s
         write_json(st.folder / "metrics.json", {"iteration": 0, "skipped": why})
         st.finish({"skipped": why})
         return st.key
-    with tracker.iteration(0) as wb:
-        train_stage(st, cfg, 0, base, base, pairs, cfg.trainer.warm_start_epochs, tracker, wb)
+    with tracker.iteration(0):
+        train_stage(st, cfg, rd, 0, tracker)
     return st.key
 
 
-def requests_stage(st: Stage, method, targets: list[FeedbackRecord], k: int, wb) -> list[GenRequest]:
-    if st.done:
-        requests = read_jsonl(st.folder / "requests.jsonl", GenRequest)
-    else:
+def requests_stage(st: Stage, method: PairBuilder, targets: list[FeedbackRecord], k: int,
+                   tracker: Tracker) -> None:
+    if not st.done:
         requests = method.requests(targets, k)
         write_jsonl(st.folder / "requests.jsonl", requests)
         st.finish({"requests": len(requests), "records": len(targets), "samples": sum(r.n for r in requests)})
-    log_to(wb, "stage/requests", st.stats)
-    return requests
+    tracker.log("stage/requests", st.stats)
 
 
-def generate_stage(st: Stage, cfg: Config, policy: str, requests: list[GenRequest], k: int,
-                   wb) -> list[Completion]:
+def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> list[Completion]:
+    if not st.done:
+        st.finish(run_stage(cfg, rd.root, "generate", k, tracker))
+    tracker.log("stage/generation", st.stats)
+    return read_jsonl(st.folder / "completions.jsonl", Completion)
+
+
+def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[FeedbackRecord],
+                completions: list[Completion], k: int, tracker: Tracker) -> None:
     if st.done:
-        return read_jsonl(st.folder / "completions.jsonl", Completion)
-    t0 = time.time()
-    generator = build_generator(cfg.generation, cfg.model.dtype)
-    completions = generator.generate(policy, requests, seed=cfg.seed * 1000 + k)
-    write_jsonl(st.folder / "completions.jsonl", completions)
-    st.finish(generation_stats(completions, time.time() - t0))
-    log_to(wb, "stage/generation", st.stats)
-    return completions
-
-
-def pairs_stage(st: Stage, cfg: Config, method, records: list[FeedbackRecord], completions: list[Completion],
-                k: int, wb) -> list[PreferencePair]:
-    if st.done:
-        return read_jsonl(st.folder / "pairs.jsonl", PreferencePair)
+        tracker.log("stage/pairs", st.stats)
+        return
     scorer = None
     if method.needs_scorer(records):
         from drift_exp.scoring import RewardScorer
@@ -191,53 +175,18 @@ def pairs_stage(st: Stage, cfg: Config, method, records: list[FeedbackRecord], c
         raise UserError(f"{st.folder}: iteration {k} built no preference pairs ({dict(method.stats)})")
     write_jsonl(st.folder / "pairs.jsonl", pairs)
     st.finish(dict(method.stats))
-    log_to(wb, "stage/pairs", st.stats)
-    return pairs
+    tracker.log("stage/pairs", st.stats)
 
 
-def train_stage(st: Stage, cfg: Config, k: int, policy: str, base: str, pairs: list[PreferencePair],
-                epochs: int, tracker: Tracker, wb) -> None:
-    t0 = time.time()
-    ref = reference_path(cfg.trainer.ref, policy, base)
-    stats = train_dpo(policy, ref, pairs, st.folder / "checkpoint", cfg.trainer, epochs, cfg.seed,
-                      tracker.report_to, f"{experiment_name(cfg)}-iter{k}", f"iter_{k}/train")
-    stats["reference"] = ref or policy
-    stats["wall_s"] = round(time.time() - t0, 2)
+def train_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> None:
+    stats = run_stage(cfg, rd.root, "train", k, tracker)
     metrics = {"iteration": k, "experiment": experiment_name(cfg), "method": cfg.method.name,
                "data": cfg.data.name, "model": cfg.model.name, "setting": cfg.setting.name, "seed": cfg.seed,
-               "policy_start": policy, "train": stats}
-    metrics.update({name: s.get("stats", {}) for name, s in read_markers(st.folder).items() if name != "train"})
+               "policy_start": stats["policy_start"], "train": stats}
+    metrics.update({name: m.get("stats", {}) for name, m in read_markers(st.folder).items() if name != "train"})
     write_json(st.folder / "metrics.json", metrics)
-    log_to(wb, "stage/train", {key: v for key, v in stats.items() if isinstance(v, (int, float))})
+    tracker.log("stage/train", stats)
     st.finish({key: v for key, v in stats.items() if key != "history"})
-
-
-def policy_after(rd: RunDir, k: int, base: str) -> str:
-    """The checkpoint iteration k produced (the warm start may have been skipped: then the base model)."""
-    for j in range(k, -1, -1):
-        if (rd.folder(j) / "checkpoint" / "config.json").exists():
-            return str(rd.folder(j) / "checkpoint")
-    return base
-
-
-def generation_stats(completions: list[Completion], seconds: float) -> dict[str, Any]:
-    outputs = [o for c in completions for o in c.outputs]
-    finished = [f for c in completions for f in c.finished]
-    return {
-        "requests": len(completions),
-        "samples": len(outputs),
-        "empty_samples": sum(not o.strip() for o in outputs),
-        "mean_chars": round(sum(map(len, outputs)) / max(len(outputs), 1), 1),
-        "finished_with_eos": sum(finished),
-        "truncated_prompts": sum(c.truncated_prompt for c in completions),
-        "mean_prompt_tokens": round(sum(c.prompt_tokens for c in completions) / max(len(completions), 1), 1),
-        "seconds": round(seconds, 2),
-    }
-
-
-def log_to(wb, prefix: str, stats: dict[str, Any]) -> None:
-    if wb is not None:
-        wb.summary.update({f"{prefix}/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
 
 
 _STOP = re.compile(r"^(?:iter_(\d+)/)?(\w+)$")

@@ -108,6 +108,13 @@ class RunDir:
         self.discard_from(k, name)
         return st
 
+    def checkpoint_after(self, k: int, base: str) -> str:
+        """The policy iteration k left behind (iteration 0 may have skipped training: then the base model)."""
+        for j in range(k, -1, -1):
+            if (self.folder(j) / "checkpoint" / "config.json").exists():
+                return str(self.folder(j) / "checkpoint")
+        return base
+
     def discard_from(self, k: int | None, name: str) -> None:
         """Remove stage `name` of iteration k and everything after it."""
         folder = self.folder(k)

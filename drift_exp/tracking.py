@@ -41,50 +41,88 @@ def _new_run_id() -> str:
 
 
 class Tracker:
+    """Holds at most one open W&B run: iteration k's. Stages log their summaries through `log`."""
+
     def __init__(self, cfg: Config, run_dir: Path, resolved_config: dict[str, Any]):
         self.cfg = cfg
         self.run_dir = run_dir
         self.mode = resolve_mode(cfg.tracking.mode)
         self.resolved_config = resolved_config
+        self.run = None
+        self.k: int | None = None
 
     @property
     def report_to(self) -> str:
-        """What TRL's Trainer should report to (it reuses the run opened by `iteration`)."""
+        """What TRL's Trainer should report to (in this process it reuses the open run)."""
         return "none" if self.mode == "disabled" else "wandb"
 
+    def run_id(self, k: int) -> str:
+        id_file = self.run_dir / f"iter_{k}" / "wandb_id"
+        if not id_file.exists():
+            id_file.parent.mkdir(parents=True, exist_ok=True)
+            id_file.write_text(_new_run_id() + "\n")
+        return id_file.read_text().strip()
+
+    def _identity(self, k: int) -> dict[str, Any]:
+        c = self.cfg
+        name = experiment_name(c)
+        return {
+            "project": c.tracking.project,
+            "entity": c.tracking.entity,
+            "group": name,
+            "name": f"{name}-iter{k}",
+            "job_type": "warm_start" if k == 0 else "iteration",
+            "tags": [f"method:{c.method.name}", f"data:{c.data.name}", f"model:{c.model.name}",
+                     f"setting:{c.setting.name}"],
+            "id": self.run_id(k),
+        }
+
     @contextmanager
-    def iteration(self, k: int) -> Iterator[Any]:
-        """The W&B run of iteration k, closed in `finally` so a crash never leaks it into the next job."""
-        if self.mode == "disabled":
-            yield None
+    def iteration(self, k: int) -> Iterator[Tracker]:
+        """Open iteration k's run; it is closed in `finally`, so a crash never leaks it into the next job."""
+        self.k = k
+        self._open()
+        try:
+            yield self
+        finally:
+            self._close()
+            self.k = None
+
+    def _open(self) -> None:
+        if self.mode == "disabled" or self.k is None:
             return
         import wandb
 
-        id_file = self.run_dir / f"iter_{k}" / "wandb_id"
-        id_file.parent.mkdir(parents=True, exist_ok=True)
-        if id_file.exists():
-            run_id = id_file.read_text().strip()
-        else:
-            run_id = _new_run_id()
-            id_file.write_text(run_id + "\n")
-        c = self.cfg
-        name = experiment_name(c)
         os.environ.setdefault("WANDB_SILENT", "true")
-        run = wandb.init(
-            project=c.tracking.project,
-            entity=c.tracking.entity,
-            group=name,
-            name=f"{name}-iter{k}",
-            job_type="warm_start" if k == 0 else "iteration",
-            tags=[f"method:{c.method.name}", f"data:{c.data.name}", f"model:{c.model.name}",
-                  f"setting:{c.setting.name}"],
-            config={**self.resolved_config, "iteration": k, "experiment": name},
-            id=run_id,
-            resume="allow",
-            dir=str(self.run_dir),
-            mode=self.mode,
-        )
+        self.run = wandb.init(**self._identity(self.k), config={**self.resolved_config, "iteration": self.k,
+                                                                "experiment": experiment_name(self.cfg)},
+                              resume="allow", dir=str(self.run_dir), mode=self.mode)
+
+    def _close(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def log(self, prefix: str, stats: dict[str, Any]) -> None:
+        """Put a stage's numbers in the run summary (the curves come from TRL)."""
+        if self.run is not None:
+            self.run.summary.update({f"{prefix}/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
+
+    @contextmanager
+    def paused(self) -> Iterator[dict[str, str]]:
+        """Close the run while a child process logs into it; yield the env that points the child at it."""
+        if self.mode == "disabled" or self.k is None:
+            yield {"WANDB_MODE": "disabled"}
+            return
+        ident = self._identity(self.k)
+        env = {"WANDB_RUN_ID": ident["id"], "WANDB_RESUME": "allow", "WANDB_PROJECT": ident["project"],
+               "WANDB_RUN_GROUP": ident["group"], "WANDB_NAME": ident["name"], "WANDB_JOB_TYPE": ident["job_type"],
+               "WANDB_TAGS": ",".join(ident["tags"]), "WANDB_DIR": str(self.run_dir), "WANDB_MODE": self.mode,
+               "WANDB_SILENT": "true"}
+        if ident["entity"]:
+            env["WANDB_ENTITY"] = ident["entity"]
+        self._close()
         try:
-            yield run
+            yield env
         finally:
-            run.finish()
+            self._open()

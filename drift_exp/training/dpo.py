@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from drift_exp.config import RefMode, TrainerConfig
+from drift_exp.config import RefMode, RefModeKind, TrainerConfig
 from drift_exp.errors import ConfigError, UserError
 from drift_exp.records import PreferencePair
 from drift_exp.training.models import load_policy, load_tokenizer
@@ -57,17 +57,43 @@ class _KillAt:
         self.callback = Callback()
 
 
+def precompute_reference(cfg: TrainerConfig) -> bool:
+    """ref_mode auto: precompute the reference log-probs on GPU (one resident model), keep it live on CPU."""
+    if cfg.ref_mode == RefModeKind.auto:
+        return torch.cuda.is_available()
+    return cfg.ref_mode == RefModeKind.precomputed
+
+
 def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair], out_dir: Path,
               cfg: TrainerConfig, epochs: int, seed: int, report_to: str, run_name: str,
-              stage: str) -> dict[str, Any]:
-    """Train `epochs` epochs of DPO from model_path on pairs; save an HF checkpoint to out_dir."""
+              stage: str, deepspeed_config: str | None = None) -> dict[str, Any] | None:
+    """Train `epochs` epochs of DPO from model_path on pairs; save an HF checkpoint to out_dir.
+
+    Under `accelerate launch` with a DeepSpeed ZeRO-3 config every rank calls this; the model is
+    created after the DPOConfig, so transformers builds it under zero.Init (partitioned), and the
+    16-bit weights are gathered for the save. Returns the stats on the main process, None elsewhere.
+    """
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    cuda = torch.cuda.is_available()
+    if deepspeed_config is not None:
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        if not cuda:  # stack-notes §6: without a GPU, accelerate must be told gloo before TrainingArguments
+            from accelerate import PartialState
+
+            PartialState(backend="gloo")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     micro, accum = derive_batch(cfg.global_batch_size, cfg.micro_batch_size, world_size)
-    cuda = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
+    if bf16 and not cuda:
+        bf16 = False if deepspeed_config is not None else bf16  # DeepSpeed refuses bf16 without a GPU
+    extra: dict[str, Any] = {}
+    if deepspeed_config is not None:
+        extra = {"deepspeed": deepspeed_config, "accelerator_config": {"use_configured_state": True}}
+    else:
+        extra = {"use_cpu": not cuda}
+    precompute = precompute_reference(cfg)
     args = DPOConfig(
         output_dir=str(out_dir.parent / f".trainer-{out_dir.name}"),
         run_name=run_name,
@@ -85,12 +111,14 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         max_length=cfg.max_length,
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
-        use_cpu=not cuda,
         gradient_checkpointing=cfg.gradient_checkpointing and cuda,  # saves GPU memory; only slows a CPU
         logging_steps=cfg.logging_steps,
         save_strategy="no",
         disable_tqdm=False,
+        precompute_ref_log_probs=precompute,
+        ddp_timeout=cfg.ddp_timeout,
         **loss_settings(cfg),
+        **extra,
     )
     tok = load_tokenizer(model_path, padding_side="right")
     # fp32 master weights: an update of lr 5e-7 vanishes in bf16 weights; bf16 compute comes from autocast.
@@ -107,12 +135,19 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         raise UserError(f"{stage}: every pair's prompt exceeds trainer.max_length={cfg.max_length}")
     result = trainer.train()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
-    trainer.save_model(str(tmp))
-    tok.save_pretrained(str(tmp))
-    shutil.rmtree(out_dir, ignore_errors=True)  # a discarded (run.overwrite) checkpoint
-    os.replace(tmp, out_dir)
-    shutil.rmtree(args.output_dir, ignore_errors=True)
+    main = trainer.is_world_process_zero()
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a crash
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(tmp))  # every rank: ZeRO-3 gathers the 16-bit weights to rank 0
+    if main:
+        tok.save_pretrained(str(tmp))
+        shutil.rmtree(out_dir, ignore_errors=True)  # a discarded (run.overwrite) checkpoint
+        os.replace(tmp, out_dir)
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return None
     history = [h for h in trainer.state.log_history if "loss" in h]
     last = history[-1] if history else {}
     return {
@@ -123,6 +158,8 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "micro_batch_size": micro,
         "gradient_accumulation_steps": accum,
         "world_size": world_size,
+        "deepspeed": deepspeed_config is not None,
+        "reference_mode": "precomputed" if precompute else "live",
         "train_loss": result.training_loss,
         "first_loss": history[0]["loss"] if history else math.nan,
         "final": {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/", "loss"))},

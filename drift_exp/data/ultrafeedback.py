@@ -1,0 +1,283 @@
+"""UltraFeedback -> FeedbackRecords of kind 'pref' (a prompt with a chosen and a rejected completion).
+
+- ultrafeedback_binarized (HuggingFaceH4/ultrafeedback_binarized): rows {prompt, prompt_id, chosen, rejected,
+  messages, score_chosen, score_rejected}; chosen/rejected are message lists ending with the assistant's reply,
+  and the messages before it (the same in both) are the record's prompt.
+- ultrafeedback_raw (openbmb/UltraFeedback): rows {source, instruction, models, completions[4], ...}; binarised
+  here as H4 did: chosen = the completion with the highest overall_score (the first on ties, like max()),
+  rejected = a random one of the rest, drawn with an RNG seeded from (seed, row index) alone. Completions whose
+  overall_score is None, NaN/infinite or not a number, or whose response is empty, are not eligible.
+
+data.source: 'sample' (the bundled file), a local .jsonl / .json (array or JSONL) / .parquet file, a local
+folder of split files, or a hub id (read with `datasets`, only when named). Record n (0-based row) has id
+'<data.name>-<n>'; in JSONL files blank lines are not rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from drift_exp.config import DataConfig, OnInvalid
+from drift_exp.data.sources import SAMPLE_DIR, local_or_hub
+from drift_exp.errors import DataError
+from drift_exp.records import FeedbackRecord, Message
+
+SAMPLE_FILES = {"ultrafeedback_binarized": "ultrafeedback_binarized.jsonl",
+                "ultrafeedback_raw": "ultrafeedback_raw.jsonl"}
+BINARIZED_FIELDS = ("prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected")
+RAW_FIELDS = ("source", "instruction", "completions")
+RAW_COUNTS = ("nan_scores", "none_scores", "non_numeric_scores", "empty_responses", "top_score_ties")
+
+
+class _Invalid(Exception):
+    """A malformed row; carries the reason used to count skips."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+# --- reading rows ---------------------------------------------------------------------------------------
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(label, object or _Invalid) per non-blank line; bad lines are reported, not raised."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            label = f"line {lineno}"
+            try:
+                line = raw.decode("utf-8").lstrip("\ufeff")
+            except UnicodeDecodeError as err:
+                yield label, _Invalid("not_utf8", f"not UTF-8 at byte {err.start} of the line ({err.reason})")
+                continue
+            try:
+                yield label, json.loads(line)
+            except json.JSONDecodeError as err:
+                yield label, _Invalid("invalid_json", f"not valid JSON ({err.msg} at column {err.colno})")
+
+
+def _json_array_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 at byte {err.start} ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
+    if not isinstance(rows, list):
+        raise DataError(f"{path}: expected a JSON array of rows (or JSON Lines), got a {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        yield f"row {i}", row
+
+
+def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches()
+    except Exception as err:  # not a parquet file, truncated, ...
+        raise DataError(f"{path}: cannot read as parquet ({type(err).__name__}: {err})") from None
+    i = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            yield f"row {i}", row
+            i += 1
+
+
+def _datasets_rows(name: str, split: str, revision: str | None) -> Iterator[tuple[str, Any]]:
+    """Rows of a hub data set (or a local folder of split files) read with `datasets`."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split, revision=revision)
+    except Exception as err:  # offline, unknown split, gated, ...: say which and how to fix it
+        raise DataError(f"data.source={name!r}: could not load split {split!r} with datasets "
+                        f"({type(err).__name__}: {err}); check data.split or pass a local file") from None
+    for i, row in enumerate(ds):
+        yield f"row {i}", row
+
+
+def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet_rows(path)
+    if suffix == ".json":
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        return _json_array_rows(path) if head.startswith(b"[") else _jsonl_rows(path)
+    if suffix == ".jsonl":
+        return _jsonl_rows(path)
+    raise DataError(f"{path}: expected a .jsonl, .json or .parquet file")
+
+
+def _source(cfg: DataConfig, fmt: str) -> tuple[str, Iterator[tuple[str, Any]]]:
+    """Where the rows come from (for messages and stats) and the rows themselves."""
+    if cfg.source == "sample":
+        path = SAMPLE_DIR / SAMPLE_FILES[fmt]
+        return str(path), _jsonl_rows(path)
+    where = local_or_hub(cfg.source)
+    if isinstance(where, str):
+        return where, _datasets_rows(where, cfg.split, cfg.revision)
+    if where.is_dir():
+        return str(where), _datasets_rows(str(where), cfg.split, None)
+    return str(where), _file_rows(where)
+
+
+# --- checking fields ------------------------------------------------------------------------------------
+
+def _require(row: dict[str, Any], keys: tuple[str, ...], prefix: str = "") -> None:
+    for key in keys:
+        if key not in row:
+            raise _Invalid("missing_field", f"field '{prefix}{key}': missing")
+
+
+def _text(value: Any, key: str) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("wrong_type", f"field '{key}': expected a string, got {type(value).__name__}")
+    return value
+
+
+def _score(value: Any, key: str) -> float:
+    """A finite number (binarized scores); None and NaN are their own skip reason."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        raise _Invalid("nan_score", f"field '{key}': expected a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isinf(value):
+        raise _Invalid("wrong_type", f"field '{key}': expected a finite number, got {value!r}")
+    return float(value)
+
+
+def _messages(value: Any, key: str) -> list[Message]:
+    if not isinstance(value, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in value
+    ):
+        raise _Invalid("not_a_message_list",
+                       f"field '{key}': expected a list of {{'role': str, 'content': str}} messages")
+    if not value or value[-1]["role"] != "assistant":
+        raise _Invalid("no_assistant_reply", f"field '{key}': expected the last message to be the assistant's reply")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+# --- building records -----------------------------------------------------------------------------------
+
+def _binarized(row: dict[str, Any], n: int, name: str, seed: int, counts: Counter) -> FeedbackRecord:
+    _require(row, BINARIZED_FIELDS)
+    prompt_text = _text(row["prompt"], "prompt")
+    prompt_id = _text(row["prompt_id"], "prompt_id")
+    if not prompt_text.strip():
+        raise _Invalid("empty_prompt", "field 'prompt': expected a non-empty prompt text")
+    chosen = _messages(row["chosen"], "chosen")
+    rejected = _messages(row["rejected"], "rejected")
+    if chosen[:-1] != rejected[:-1]:
+        raise _Invalid("prompts_differ", "fields 'chosen' and 'rejected': expected the same messages before the "
+                       "final assistant reply, they differ")
+    if not chosen[:-1] or not chosen[-2]["content"].strip():
+        raise _Invalid("empty_prompt", "field 'chosen': expected a non-empty user prompt before the reply")
+    for key, msgs in (("chosen", chosen), ("rejected", rejected)):
+        if not msgs[-1]["content"].strip():
+            raise _Invalid("empty_reply", f"field '{key}': the assistant reply is empty")
+    meta = {"source": name, "kind": "pref", "row": n, "prompt_id": prompt_id,
+            "score_chosen": _score(row["score_chosen"], "score_chosen"),
+            "score_rejected": _score(row["score_rejected"], "score_rejected")}
+    return FeedbackRecord(id=f"{name}-{n}", prompt=chosen[:-1], chosen=chosen[-1]["content"],
+                          rejected=rejected[-1]["content"], feedback=None, meta=meta)
+
+
+def _raw(row: dict[str, Any], n: int, name: str, seed: int, counts: Counter) -> FeedbackRecord:
+    _require(row, RAW_FIELDS)
+    instruction = _text(row["instruction"], "instruction")
+    subset = _text(row["source"], "source")
+    if not instruction.strip():
+        raise _Invalid("empty_prompt", "field 'instruction': expected a non-empty prompt text")
+    comps = row["completions"]
+    if not isinstance(comps, list):
+        raise _Invalid("wrong_type", f"field 'completions': expected a list, got {type(comps).__name__}")
+    if len(comps) < 2:
+        raise _Invalid("fewer_than_2_completions", f"field 'completions': expected at least 2, got {len(comps)}")
+    seen: Counter = Counter()  # merged into `counts` only once the whole row has been read
+    eligible: list[tuple[int, float]] = []
+    for i, comp in enumerate(comps):
+        key = f"completions[{i}]"
+        if not isinstance(comp, dict):
+            raise _Invalid("wrong_type", f"field '{key}': expected an object, got {type(comp).__name__}")
+        _require(comp, ("response", "overall_score"), prefix=f"{key}.")
+        response = "" if comp["response"] is None else _text(comp["response"], f"{key}.response")
+        score = comp["overall_score"]
+        if score is None:
+            seen["none_scores"] += 1
+        elif isinstance(score, bool) or not isinstance(score, int | float):
+            seen["non_numeric_scores"] += 1
+        elif not math.isfinite(score):
+            seen["nan_scores"] += 1  # NaN (or infinite)
+        elif not response.strip():
+            seen["empty_responses"] += 1
+        else:
+            eligible.append((i, float(score)))
+    counts.update(seen)
+    unscored = seen["none_scores"] + seen["non_numeric_scores"] + seen["nan_scores"]
+    if unscored == len(comps):
+        raise _Invalid("no_scored_completions",
+                       "field 'completions[*].overall_score': no completion has a numeric score (None/NaN/other)")
+    if len(eligible) < 2:
+        raise _Invalid("fewer_than_2_completions",
+                       f"field 'completions': expected at least 2 with a numeric overall_score and a non-empty "
+                       f"response, got {len(eligible)} ({unscored} unscored, {seen['empty_responses']} empty)")
+    best = max(eligible, key=lambda e: e[1])
+    if sum(s == best[1] for _, s in eligible) > 1:
+        counts["top_score_ties"] += 1
+    worse = random.Random(f"ultrafeedback-{seed}-{n}").choice([e for e in eligible if e[0] != best[0]])
+
+    def model(i: int) -> str | None:
+        return comps[i].get("model") if isinstance(comps[i].get("model"), str) else None
+
+    meta = {"source": name, "kind": "pref", "row": n,
+            "prompt_id": hashlib.sha256(instruction.encode("utf-8")).hexdigest(),
+            "score_chosen": best[1], "score_rejected": worse[1], "subset": subset,
+            "completion_chosen": best[0], "completion_rejected": worse[0],
+            "model_chosen": model(best[0]), "model_rejected": model(worse[0])}
+    return FeedbackRecord(id=f"{name}-{n}", prompt=[{"role": "user", "content": instruction}],
+                          chosen=comps[best[0]]["response"], rejected=comps[worse[0]]["response"],
+                          feedback=None, meta=meta)
+
+
+BUILDERS = {"ultrafeedback_binarized": _binarized, "ultrafeedback_raw": _raw}
+
+
+def load(cfg: DataConfig, fmt: str, seed: int) -> tuple[list[FeedbackRecord], dict[str, Any]]:
+    """Read the configured UltraFeedback source into 'pref' records and its counts (plain JSON)."""
+    if fmt not in BUILDERS:
+        raise DataError(f"data.format={fmt!r} is not an UltraFeedback format ({sorted(BUILDERS)})")
+    build = BUILDERS[fmt]
+    where, rows = _source(cfg, fmt)
+    skip = cfg.on_invalid == OnInvalid.skip
+    records: list[FeedbackRecord] = []
+    skipped: Counter = Counter()
+    counts: Counter = Counter()
+    n_rows = 0
+    for n, (label, row) in enumerate(rows):
+        n_rows = n + 1
+        try:
+            if isinstance(row, _Invalid):
+                raise row
+            if not isinstance(row, dict):
+                raise _Invalid("not_an_object", f"expected a JSON object, got {type(row).__name__}")
+            records.append(build(row, n, cfg.name, seed, counts))
+        except _Invalid as bad:
+            if not skip:
+                raise DataError(f"{where}: {label}: {bad}; set data.on_invalid=skip to skip such rows") from None
+            skipped[bad.reason] += 1
+    if n_rows == 0:
+        raise DataError(f"{where}: empty file (no rows)")
+    if not records:
+        raise DataError(f"{where}: none of the {n_rows} rows is usable (skipped: {dict(sorted(skipped.items()))})")
+    stats: dict[str, Any] = {"source": where, "format": fmt, "rows": n_rows, "prompts": len(records),
+                             "skipped": dict(sorted(skipped.items()))}
+    if fmt == "ultrafeedback_raw":
+        stats.update({key: counts[key] for key in RAW_COUNTS})
+    return records, stats

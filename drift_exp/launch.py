@@ -1,0 +1,128 @@
+"""Where the heavy stages run (launcher.name):
+
+- inline: in this process, one after the other (CPU, tests, one small GPU)
+- local:  generation as a child process (vLLM gets the GPUs to itself and frees them on exit);
+          training under `accelerate launch` across this node's GPUs, with DeepSpeed ZeRO-3
+- slurm:  as local inside a SLURM allocation (hydra-submitit-launcher submits the experiment);
+          training spans every node of the allocation through `srun` + accelerate's static rendezvous
+
+The orchestrator waits for each child, checks its exit code and, on failure, stops with the
+child's last lines; the stage is not marked done, so rerunning the command retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from drift_exp.config import Config
+from drift_exp.errors import UserError
+from drift_exp.tracking import Tracker
+
+
+class StageFailed(UserError):
+    """A stage's child process exited with an error."""
+
+
+def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) -> dict[str, Any]:
+    """Run the generate or train job of iteration k; return the stats it wrote."""
+    from drift_exp import worker
+
+    folder = run_dir / f"iter_{k}"
+    if cfg.launcher.name == "inline":
+        if stage == "generate":
+            return worker.generate(cfg, run_dir, k)
+        return worker.train(cfg, run_dir, k, tracker.report_to)
+    ds_config = None
+    if stage == "train" and cfg.launcher.deepspeed:
+        from drift_exp.training.deepspeed import write_zero3_config
+
+        ds_config = folder / "ds_config.json"
+        write_zero3_config(ds_config, cfg.trainer, world_size(cfg), bf16=_bf16(cfg))
+    cmd = stage_command(cfg, run_dir, stage, k, tracker.report_to, ds_config)
+    with tracker.paused() as wandb_env:
+        _run_child(cmd, {**os.environ, **wandb_env}, folder / f"{stage}.log", f"iter_{k}/{stage}")
+    return json.loads((folder / f"{stage}_stats.json").read_text())
+
+
+def world_size(cfg: Config) -> int:
+    return processes_per_node(cfg) * nodes(cfg)
+
+
+def processes_per_node(cfg: Config) -> int:
+    """Training processes per node: launcher.num_processes, else one per visible GPU (at least one)."""
+    if cfg.launcher.num_processes is not None:
+        return cfg.launcher.num_processes
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
+
+
+def nodes(cfg: Config) -> int:
+    if cfg.launcher.name == "slurm":
+        return int(os.environ.get("SLURM_NNODES", cfg.launcher.num_machines))
+    return 1
+
+
+def _bf16(cfg: Config) -> bool:
+    if cfg.trainer.bf16 is not None:
+        return cfg.trainer.bf16
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str,
+                  ds_config: Path | None) -> list[str]:
+    """The command line of one stage's job (pure: tested without running it)."""
+    job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
+    if stage == "generate":
+        return [sys.executable, *job]  # one process; vLLM spreads over the node's GPUs itself
+    job += ["--report-to", report_to]
+    if ds_config is not None:
+        job += ["--deepspeed-config", str(ds_config)]
+    per_node, n_nodes = processes_per_node(cfg), nodes(cfg)
+    if per_node * n_nodes == 1 and ds_config is None:
+        return [sys.executable, *job]
+    accel = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(per_node * n_nodes),
+             "--num_machines", str(n_nodes), "--main_process_port", str(cfg.launcher.main_process_port),
+             "--mixed_precision", "bf16" if _bf16(cfg) else "no", "--dynamo_backend", "no"]
+    if ds_config is not None:
+        accel += ["--use_deepspeed", "--deepspeed_config_file", str(ds_config)]
+    elif per_node * n_nodes > 1:
+        accel += ["--multi_gpu"]
+    if n_nodes == 1:
+        return accel + job
+    # Several nodes: one accelerate launcher per node, started by srun inside the allocation; the
+    # first node of the allocation hosts the rendezvous. --overlap shares the job's own step.
+    inner = shlex.join(accel + ["--machine_rank", "$SLURM_NODEID", "--main_process_ip", "$MASTER_ADDR",
+                                "--rdzv_backend", "static", "--same_network"] + job)
+    inner = inner.replace("'$SLURM_NODEID'", '"$SLURM_NODEID"').replace("'$MASTER_ADDR'", '"$MASTER_ADDR"')
+    script = ('export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); ' + inner)
+    return ["srun", "--overlap", f"--nodes={n_nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+            "bash", "-c", script]
+
+
+def _run_child(cmd: list[str], env: dict[str, str], log_path: Path, what: str) -> None:
+    """Run cmd, echoing its output and keeping it in log_path; raise StageFailed on a non-zero exit."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: deque[str] = deque(maxlen=40)
+    with open(log_path, "a", encoding="utf-8") as log_file:
+        log_file.write(f"$ {shlex.join(cmd)}\n")
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                errors="replace")
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sys.stdout.write(line)
+            log_file.write(line)
+            tail.append(line)
+        rc = proc.wait()
+    if rc != 0:
+        raise StageFailed(f"{what} failed: its process exited with code {rc}. Last lines (whole log: {log_path}):\n"
+                          + "".join(tail) + "Fix the cause and rerun the same command: finished stages are kept.")

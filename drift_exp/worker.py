@@ -1,0 +1,108 @@
+"""The two heavy stages as standalone jobs: `python -m drift_exp.worker {generate,train} --run-dir R --iteration K`.
+
+They read their inputs from the run directory and write their outputs there, so the launcher can
+run them in this process (inline), in a child process (generation: vLLM wants the GPUs to
+itself), or under `accelerate launch` across GPUs and nodes (training with DeepSpeed ZeRO-3).
+The orchestrator (pipeline.py) marks the stage done once the job has exited cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from drift_exp.config import Config, experiment_name
+from drift_exp.records import Completion, GenRequest, PreferencePair, read_jsonl, write_json, write_jsonl
+from drift_exp.stages import RunDir
+
+log = logging.getLogger("drift_exp.worker")
+
+
+def load_config(run_dir: Path) -> Config:
+    """The experiment's resolved config, as the orchestrator saved it."""
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), saved))
+
+
+def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
+    """Sample iteration k's requests from pi_{k-1}; write completions.jsonl and generate_stats.json."""
+    from drift_exp.generation import build_generator
+    from drift_exp.training.models import base_model_path
+
+    rd = RunDir(run_dir, overwrite=False)
+    folder = rd.folder(k)
+    requests = read_jsonl(folder / "requests.jsonl", GenRequest)
+    policy = rd.checkpoint_after(k - 1, base_model_path(cfg.model))
+    t0 = time.time()
+    completions = build_generator(cfg.generation, cfg.model.dtype).generate(policy, requests,
+                                                                            seed=cfg.seed * 1000 + k)
+    write_jsonl(folder / "completions.jsonl", completions)
+    stats = generation_stats(completions, time.time() - t0)
+    write_json(folder / "generate_stats.json", stats)
+    return stats
+
+
+def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
+          deepspeed_config: str | None = None) -> dict[str, Any]:
+    """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}."""
+    from drift_exp.training.dpo import reference_path, train_dpo
+    from drift_exp.training.models import base_model_path
+
+    rd = RunDir(run_dir, overwrite=False)
+    folder = rd.folder(k)
+    base = base_model_path(cfg.model)
+    policy = base if k == 0 else rd.checkpoint_after(k - 1, base)
+    pairs = read_jsonl(folder / "pairs.jsonl", PreferencePair)
+    if cfg.method.accumulate and k > 1:  # SPIN's recipe: iteration k also sees the pairs of 1..k-1
+        pairs = [p for j in range(1, k) for p in read_jsonl(rd.folder(j) / "pairs.jsonl", PreferencePair)] + pairs
+    ref = reference_path(cfg.trainer.ref, policy, base)
+    epochs = cfg.trainer.warm_start_epochs if k == 0 else cfg.trainer.epochs
+    t0 = time.time()
+    stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, report_to,
+                      f"{experiment_name(cfg)}-iter{k}", f"iter_{k}/train", deepspeed_config=deepspeed_config)
+    if stats is not None:  # the main process of a distributed run
+        stats.update(reference=ref or policy, policy_start=policy, wall_s=round(time.time() - t0, 2))
+        write_json(folder / "train_stats.json", stats)
+    return stats
+
+
+def generation_stats(completions: list[Completion], seconds: float) -> dict[str, Any]:
+    outputs = [o for c in completions for o in c.outputs]
+    finished = [f for c in completions for f in c.finished]
+    return {
+        "requests": len(completions),
+        "samples": len(outputs),
+        "empty_samples": sum(not o.strip() for o in outputs),
+        "mean_chars": round(sum(map(len, outputs)) / max(len(outputs), 1), 1),
+        "finished_with_eos": sum(finished),
+        "truncated_prompts": sum(c.truncated_prompt for c in completions),
+        "mean_prompt_tokens": round(sum(c.prompt_tokens for c in completions) / max(len(completions), 1), 1),
+        "seconds": round(seconds, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
+    parser.add_argument("stage", choices=["generate", "train"])
+    parser.add_argument("--run-dir", type=Path, required=True)
+    parser.add_argument("--iteration", type=int, required=True)
+    parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")
+    parser.add_argument("--deepspeed-config", default=None, help="train: a DeepSpeed ZeRO-3 json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
+                                                   "[%(name)s][%(levelname)s] - %(message)s")
+    cfg = load_config(args.run_dir)
+    if args.stage == "generate":
+        generate(cfg, args.run_dir, args.iteration)
+    else:
+        train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
+
+
+if __name__ == "__main__":
+    main()
