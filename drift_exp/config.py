@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
@@ -162,6 +163,14 @@ class GenerationConfig:
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
     batch_size: int = 16
+    # vLLM only. null: every visible GPU (1 on CPU).
+    tensor_parallel_size: int | None = None
+    gpu_memory_utilization: float = 0.9
+    enforce_eager: bool = False
+    # null: max_prompt_length + max_new_tokens.
+    max_model_len: int | None = None
+    # Any other vllm.LLM argument.
+    engine_kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -242,7 +251,7 @@ def register_configs() -> None:
 
 STAGES = ("requests", "generate", "pairs", "train")
 METHOD_KINDS = ("drift", "spin", "iterdpo")
-GENERATION_BACKENDS = ("hf",)
+GENERATION_BACKENDS = ("hf", "vllm")
 LAUNCHERS = ("inline", "local", "slurm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")

@@ -71,11 +71,9 @@ def nodes(cfg: Config) -> int:
 
 
 def _bf16(cfg: Config) -> bool:
-    if cfg.trainer.bf16 is not None:
-        return cfg.trainer.bf16
-    import torch
+    from drift_exp.training.dpo import use_bf16
 
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return use_bf16(cfg.trainer, deepspeed=cfg.launcher.deepspeed)
 
 
 def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str,
@@ -101,8 +99,10 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
         return accel + job
     # Several nodes: one accelerate launcher per node, started by srun inside the allocation; the
     # first node of the allocation hosts the rendezvous. --overlap shares the job's own step.
-    inner = shlex.join(accel + ["--machine_rank", "$SLURM_NODEID", "--main_process_ip", "$MASTER_ADDR",
-                                "--rdzv_backend", "static", "--same_network"] + job)
+    # accelerate would otherwise pick pdsh to reach the other nodes; srun already put us there.
+    multi = ["--machine_rank", "$SLURM_NODEID", "--main_process_ip", "$MASTER_ADDR", "--rdzv_backend", "static",
+             "--same_network"] + (["--deepspeed_multinode_launcher", "standard"] if ds_config is not None else [])
+    inner = shlex.join(accel + multi + job)
     inner = inner.replace("'$SLURM_NODEID'", '"$SLURM_NODEID"').replace("'$MASTER_ADDR'", '"$MASTER_ADDR"')
     script = ('export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); ' + inner)
     return ["srun", "--overlap", f"--nodes={n_nodes}", "--ntasks-per-node=1", "--kill-on-bad-exit=1",

@@ -172,7 +172,8 @@ def test_reference_initial_is_the_base_model(tmp_path, model_cache):
     assert not (run_dir / "wandb").exists()  # tracking.mode=disabled writes nothing
 
 
-@pytest.mark.parametrize("method,data", [("spin", "sample"), ("iterdpo", "sample"), ("iterdpo_unguided", "sample")])
+@pytest.mark.parametrize("method,data", [("spin", "sample"), ("iterdpo", "sample"), ("iterdpo_unguided", "sample"),
+                                         ("drift", "uf_sample"), ("spin", "uf_sample"), ("iterdpo", "uf_sample")])
 def test_baselines_end_to_end(tmp_path, model_cache, method, data):
     run_dir = tmp_path / "run"
     ok(drift_exp(run_dir, f"method={method}", f"data={data}", "iterations=1", "trainer.warm_start_epochs=1",
@@ -181,11 +182,19 @@ def test_baselines_end_to_end(tmp_path, model_cache, method, data):
     pairs = [json.loads(line) for line in open(run_dir / "iter_1" / "pairs.jsonl")]
     assert len(pairs) == metrics["pairs"]["pairs"] > 0
     assert metrics["train"]["examples"] + metrics["train"]["dropped_too_long"] == len(pairs)
-    if method == "spin":
-        assert {p["meta"]["chosen_from"] for p in pairs} == {"sat_reply"}
-    elif method == "iterdpo":
+    records = {json.loads(line)["id"]: json.loads(line) for line in open(run_dir / "data" / "records.jsonl")}
+    source = {p["id"]: records[p["meta"]["record_id"]] for p in pairs}
+    if data == "uf_sample":  # no DSAT->SAT seeds: the warm start is skipped and says so
+        assert json.loads((run_dir / "iter_0" / "metrics.json").read_text())["skipped"]
+        assert metrics["requests"]["records"] == 40
+    if method == "drift":
+        assert all(p["rejected"] == source[p["id"]]["rejected"] for p in pairs)
+    elif method == "spin":
+        assert all(p["chosen"] == source[p["id"]]["chosen"] for p in pairs)
+        assert {p["meta"]["chosen_from"] for p in pairs} == {"sat_reply" if data == "sample" else "dataset_chosen"}
+    elif method == "iterdpo" and data == "sample":
         assert metrics["requests"]["requests"] == 2 * metrics["requests"]["records"]
-    else:
+    else:  # ranked by the reward model
         assert all(p["meta"]["score_chosen"] > p["meta"]["score_rejected"] for p in pairs)
 
 

@@ -36,4 +36,8 @@ def build_generator(cfg: GenerationConfig, model_dtype: str) -> Generator:
         from drift_exp.generation.hf import HFGenerator
 
         return HFGenerator(cfg, model_dtype)
+    if cfg.backend == "vllm":
+        from drift_exp.generation.vllm import VLLMGenerator  # imports vllm itself only when generating
+
+        return VLLMGenerator(cfg, model_dtype)
     raise ValueError(f"generation.backend={cfg.backend!r} is not implemented")

@@ -29,7 +29,7 @@ class HFGenerator:
             do_sample=s["temperature"] > 0,
             temperature=s["temperature"] if s["temperature"] > 0 else None,
             top_p=s["top_p"] if s["temperature"] > 0 else None,
-            top_k=s["top_k"] if s["top_k"] > 0 else None,
+            top_k=s["top_k"] if s["top_k"] > 0 else 0,  # 0, not None: None is filled in with 50
             repetition_penalty=s["repetition_penalty"],
             max_new_tokens=s["max_tokens"],
             eos_token_id=sorted(eos_ids),

@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import signal
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ def derive_batch(global_batch: int, micro_batch: int, world_size: int) -> tuple[
     """(per-device batch, gradient accumulation) so that per-device x accumulation x world = global."""
     if global_batch % world_size:
         raise ConfigError(f"trainer.global_batch_size={global_batch} is not divisible by the world size "
-                          f"{world_size}; choose a multiple of {world_size}")
+                          f"{world_size}; choose a multiple of {world_size} (the authors' YAMLs, 4 per device on "
+                          "8 GPUs, amount to 32), or train on fewer processes (launcher.num_processes)")
     per_rank = global_batch // world_size
     micro = min(micro_batch, per_rank)
     while per_rank % micro:  # the largest micro batch <= micro_batch that divides the per-rank batch
@@ -57,6 +59,14 @@ class _KillAt:
         self.callback = Callback()
 
 
+def use_bf16(cfg: TrainerConfig, deepspeed: bool) -> bool:
+    """trainer.bf16, with null = bf16 where the GPU supports it; DeepSpeed refuses bf16 without a GPU."""
+    cuda = torch.cuda.is_available()
+    if cfg.bf16 is None:
+        return cuda and torch.cuda.is_bf16_supported()
+    return cfg.bf16 and (cuda or not deepspeed)
+
+
 def precompute_reference(cfg: TrainerConfig) -> bool:
     """ref_mode auto: precompute the reference log-probs on GPU (one resident model), keep it live on CPU."""
     if cfg.ref_mode == RefModeKind.auto:
@@ -78,19 +88,20 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
 
     cuda = torch.cuda.is_available()
     if deepspeed_config is not None:
-        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
-        if not cuda:  # stack-notes §6: without a GPU, accelerate must be told gloo before TrainingArguments
-            from accelerate import PartialState
+        from accelerate import PartialState
 
-            PartialState(backend="gloo")
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
+        # The state must exist before TrainingArguments (use_configured_state); on CPU it must be
+        # told gloo (stack-notes §6). The timeout applies to every collective of the job.
+        PartialState(timeout=timedelta(seconds=cfg.ddp_timeout), **({} if cuda else {"backend": "gloo"}))
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
+        raise UserError(f"{stage}: launched with DeepSpeed but without a ZeRO-3 config; transformers would "
+                        "silently fall back to ZeRO-2. Launch through drift_exp (launcher=local/slurm).")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     micro, accum = derive_batch(cfg.global_batch_size, cfg.micro_batch_size, world_size)
-    bf16 = cfg.bf16 if cfg.bf16 is not None else (cuda and torch.cuda.is_bf16_supported())
-    if bf16 and not cuda:
-        bf16 = False if deepspeed_config is not None else bf16  # DeepSpeed refuses bf16 without a GPU
-    extra: dict[str, Any] = {}
+    bf16 = use_bf16(cfg, deepspeed=deepspeed_config is not None)
     if deepspeed_config is not None:
-        extra = {"deepspeed": deepspeed_config, "accelerator_config": {"use_configured_state": True}}
+        extra: dict[str, Any] = {"deepspeed": deepspeed_config, "accelerator_config": {"use_configured_state": True}}
     else:
         extra = {"use_cpu": not cuda}
     precompute = precompute_reference(cfg)

@@ -1,0 +1,199 @@
+"""vLLM backend: the same prompts and sampling settings as the HF backend, on vLLM's engine (GPUs).
+
+Parity with `drift_exp.generation.hf` comes from three pure functions that tests check against the
+HF backend without vLLM installed:
+
+* `build_inputs`: every prompt rendered with `render_prompt`, tokenised with the model's own tokenizer
+  and cut to its last `max_prompt_length` ids, exactly as the HF backend does; vLLM is handed these
+  token ids (`TokensPrompt`), never text, so it cannot tokenise or truncate differently.
+* `sampling_kwargs`: `SamplingParams` arguments from `sampling_settings(cfg)`, with the same stop
+  tokens as the HF backend (the model's generation_config EOS ids plus the tokenizer's EOS).
+* `engine_kwargs`: `vllm.LLM` arguments. `generation_config="vllm"` keeps the model's shipped sampling
+  defaults (e.g. Qwen's top_k=20) out, so only the settings of `generation.*` apply.
+
+Seeds: `LLM(seed=seed)`, and every request gets its own seed derived from (seed, request index), so a
+request's samples do not depend on what else is in the batch. The two backends use different random
+generators: the same seed gives samples from the same distribution, not the same samples.
+
+GPU memory: vLLM holds its weights and KV cache (`gpu_memory_utilization` of each GPU) until the
+process ends; its engine core and tensor-parallel workers are child processes. `generate` shuts the
+engine down and drops it before returning, but the dependable way to give the memory back is for
+the process to exit: with launcher=local the generate stage runs in its own process, which exits
+after writing completions.jsonl, before training starts. Running this backend inline, in a process
+that trains afterwards, is best-effort only.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from drift_exp.config import GenerationConfig
+from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.records import Completion, GenRequest
+
+log = logging.getLogger(__name__)
+
+
+def build_inputs(
+    tokenizer, requests: Sequence[GenRequest], cfg: GenerationConfig
+) -> tuple[list[list[int]], list[bool]]:
+    """Prompt token ids per request, cut to the last cfg.max_prompt_length, and whether each was cut.
+
+    The same steps as the HF backend: the whole rendered prompt is tokenised without added special
+    tokens (the chat template already holds them), then its last max_prompt_length ids are kept.
+    """
+    ids_list, truncated = [], []
+    for req in requests:
+        ids = tokenizer(render_prompt(tokenizer, req), add_special_tokens=False)["input_ids"]
+        ids_list.append(list(ids[-cfg.max_prompt_length:]))
+        truncated.append(len(ids) > cfg.max_prompt_length)
+    return ids_list, truncated
+
+
+def stop_token_ids(model_path: str, tokenizer) -> list[int]:
+    """The ids that end a sample: the model's generation_config eos_token_id(s) and the tokenizer's EOS.
+
+    The HF backend stops on `model.generation_config.eos_token_id` plus `tokenizer.eos_token_id`; this
+    reads the same generation config (generation_config.json, or the one derived from config.json).
+    """
+    from transformers import AutoConfig
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    try:
+        gen = HFGenerationConfig.from_pretrained(model_path)
+    except OSError:  # no generation_config.json: transformers derives it from config.json
+        gen = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
+    eos = gen.eos_token_id
+    ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+    return sorted(i for i in ids if i is not None)
+
+
+def request_seed(seed: int, index: int) -> int:
+    """A per-request seed: reproducible, distinct across requests and across run seeds (not seed+index)."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = ()) -> dict[str, Any]:
+    """`vllm.SamplingParams(**kwargs)` for one request: sampling_settings(cfg) plus n, seed and stops.
+
+    Greedy (temperature 0) leaves top_p/top_k off, as the HF backend does; repetition_penalty applies
+    in both cases (both backends penalise tokens of the prompt and of the output).
+    """
+    s = sampling_settings(cfg)
+    sampling = s["temperature"] > 0
+    return {
+        "n": n,
+        "temperature": s["temperature"],
+        "top_p": s["top_p"] if sampling else 1.0,
+        "top_k": s["top_k"] if sampling and s["top_k"] > 0 else -1,
+        "repetition_penalty": s["repetition_penalty"],
+        "max_tokens": s["max_tokens"],
+        "seed": seed,
+        "stop_token_ids": list(stop_ids),
+        "skip_special_tokens": True,
+    }
+
+
+def visible_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
+    """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
+    from drift_exp.training.models import torch_dtype
+
+    tp = getattr(cfg, "tensor_parallel_size", None)
+    max_model_len = getattr(cfg, "max_model_len", None)
+    kwargs: dict[str, Any] = {
+        "model": model_path,
+        "tokenizer": model_path,
+        # "auto" resolves as for the HF backend (bf16 where the GPU supports it, fp32 otherwise), not as
+        # vLLM's "auto" (the checkpoint's dtype).
+        "dtype": str(torch_dtype(model_dtype)).removeprefix("torch."),
+        "seed": seed,
+        "tensor_parallel_size": tp if tp is not None else max(1, visible_gpus()),
+        "gpu_memory_utilization": getattr(cfg, "gpu_memory_utilization", 0.9),
+        "enforce_eager": getattr(cfg, "enforce_eager", False),
+        # Every prompt (<= max_prompt_length) plus its reply fits; a smaller KV cache than the model's full
+        # context would need. Set generation.max_model_len if the model allows less.
+        "max_model_len": max_model_len if max_model_len is not None else cfg.max_prompt_length + cfg.max_new_tokens,
+        # Do not merge the checkpoint's generation_config.json sampling defaults into our settings.
+        "generation_config": "vllm",
+    }
+    kwargs.update(dict(getattr(cfg, "engine_kwargs", None) or {}))
+    return kwargs
+
+
+def _finished(finish_reason: str | None, token_ids: Sequence[int], stop_ids: set[int]) -> bool:
+    # "stop": ended on a stop token. The last-token check also covers a sample whose EOS was its
+    # max_tokens-th token, which vLLM may report as "length" and the HF backend counts as finished.
+    return finish_reason == "stop" or (len(token_ids) > 0 and token_ids[-1] in stop_ids)
+
+
+def _shutdown(llm) -> None:
+    """Stop vLLM's engine core and its workers (child processes); process exit does the rest."""
+    try:
+        llm.llm_engine.engine_core.shutdown()
+    except Exception as err:  # best effort: the engine's internals differ across vLLM versions
+        log.debug("vLLM engine shutdown: %s", err)
+
+
+def _release_memory() -> None:
+    gc.collect()
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    except Exception as err:
+        log.debug("empty_cache: %s", err)
+
+
+class VLLMGenerator:
+    """`Generator` on vLLM. Import-safe without vLLM: vllm is imported only in `generate`."""
+
+    def __init__(self, cfg: GenerationConfig, model_dtype: str = "auto"):
+        self.cfg = cfg
+        self.model_dtype = model_dtype
+
+    def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]:
+        from vllm import LLM, SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        from drift_exp.training.models import load_tokenizer
+
+        if not requests:
+            return []
+        tok = load_tokenizer(model_path, padding_side="left")
+        prompt_ids, truncated = build_inputs(tok, requests, self.cfg)
+        stops = stop_token_ids(model_path, tok)
+        params = [SamplingParams(**sampling_kwargs(self.cfg, req.n, request_seed(seed, i), stops))
+                  for i, req in enumerate(requests)]
+        llm = LLM(**engine_kwargs(self.cfg, model_path, self.model_dtype, seed))
+        try:
+            outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=True)
+        finally:
+            _shutdown(llm)
+            del llm
+            _release_memory()
+        stop_set = set(stops)
+        completions = []
+        for req, ids, cut, out in zip(requests, prompt_ids, truncated, outputs, strict=True):
+            samples = sorted(out.outputs, key=lambda o: o.index)
+            if len(samples) != req.n:
+                raise RuntimeError(f"vLLM returned {len(samples)} samples for {req.record_id}/{req.slot}, "
+                                   f"asked for {req.n}")
+            completions.append(Completion(
+                record_id=req.record_id, slot=req.slot,
+                outputs=[o.text.strip() for o in samples],
+                prompt_tokens=len(ids), truncated_prompt=cut,
+                finished=[_finished(o.finish_reason, o.token_ids, stop_set) for o in samples],
+            ))
+        return completions
