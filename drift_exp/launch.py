@@ -46,8 +46,11 @@ def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) 
         ds_config = folder / "ds_config.json"
         write_zero3_config(ds_config, cfg.trainer, world_size(cfg), bf16=_bf16(cfg))
     cmd = stage_command(cfg, run_dir, stage, k, tracker.report_to, ds_config)
+    # The child starts its own W&B service: one shared with this process would still hold the run id
+    # when the orchestrator reopens the run after the child exits.
+    env = {key: v for key, v in os.environ.items() if key != "WANDB_SERVICE"}
     with tracker.paused() as wandb_env:
-        _run_child(cmd, {**os.environ, **wandb_env}, folder / f"{stage}.log", f"iter_{k}/{stage}")
+        _run_child(cmd, {**env, **wandb_env}, folder / f"{stage}.log", f"iter_{k}/{stage}")
     return json.loads((folder / f"{stage}_stats.json").read_text())
 
 

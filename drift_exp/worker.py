@@ -98,10 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
                                                    "[%(name)s][%(levelname)s] - %(message)s")
     cfg = load_config(args.run_dir)
-    if args.stage == "generate":
-        generate(cfg, args.run_dir, args.iteration)
-    else:
-        train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
+    try:
+        if args.stage == "generate":
+            generate(cfg, args.run_dir, args.iteration)
+        else:
+            train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
+    finally:
+        if args.report_to == "wandb":  # TRL opened the run from the WANDB_* env; close it before exiting
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish()
 
 
 if __name__ == "__main__":

@@ -144,6 +144,10 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
                     stage, len(pairs) - used, len(pairs), cfg.max_length)
     if used == 0:
         raise UserError(f"{stage}: every pair's prompt exceeds trainer.max_length={cfg.max_length}")
+    # ZeRO-3 evidence for the logs and tests: each rank holds a shard, no full parameter.
+    local = sum(p.numel() for p in model.parameters())
+    full = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
+    shard = sum(p.ds_tensor.numel() for p in model.parameters() if hasattr(p, "ds_tensor"))
     result = trainer.train()
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     main = trainer.is_world_process_zero()
@@ -170,6 +174,9 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "gradient_accumulation_steps": accum,
         "world_size": world_size,
         "deepspeed": deepspeed_config is not None,
+        "parameters": full,
+        "parameters_held_whole_on_rank0": local,  # 0 under ZeRO-3: every parameter is partitioned
+        "parameter_shard_on_rank0": shard,
         "reference_mode": "precomputed" if precompute else "live",
         "train_loss": result.training_loss,
         "first_loss": history[0]["loss"] if history else math.nan,
