@@ -2,6 +2,7 @@
 2 processes and DeepSpeed ZeRO-3 (gloo), a failing child surfacing its error, and resume."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -89,3 +90,15 @@ def test_failing_child_stops_the_run_and_a_rerun_resumes(tmp_path, model_cache):
                  "iter_0/checkpoint/model.safetensors"):
         assert after[name] == before[name], name  # not recomputed
     assert (run_dir / "iter_1" / "checkpoint" / "model.safetensors").exists()
+
+
+@pytest.mark.e2e
+def test_precomputed_reference_under_zero3(tmp_path, model_cache):
+    # TRL 1.16 computes the reference log-probs before training under DeepSpeed (trl #2985 fixed):
+    # at step 0 the policy equals that reference, so the sigmoid loss is ln 2.
+    run_dir = tmp_path / "run"
+    ok(drift_exp(run_dir, *LOCAL, "trainer.ref_mode=precomputed", "trainer.rpo_alpha=0"))
+    for k in (0, 1):
+        train = json.loads((run_dir / f"iter_{k}" / "metrics.json").read_text())["train"]
+        assert train["reference_mode"] == "precomputed" and train["world_size"] == 2
+        assert abs(train["history"][0]["loss"] - math.log(2)) < 1e-4

@@ -83,7 +83,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     created after the DPOConfig, so transformers builds it under zero.Init (partitioned), and the
     16-bit weights are gathered for the save. Returns the stats on the main process, None elsewhere.
     """
-    from datasets import Dataset
+    from datasets import Dataset, load_from_disk
     from trl import DPOConfig, DPOTrainer
 
     cuda = torch.cuda.is_available()
@@ -135,7 +135,14 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     # fp32 master weights: an update of lr 5e-7 vanishes in bf16 weights; bf16 compute comes from autocast.
     model = load_policy(model_path, torch.float32)
     ref_model = load_policy(ref_path, torch.float32) if ref_path is not None else None
-    dataset = Dataset.from_list([p.to_trl() for p in pairs])
+    # On disk, not in memory: TRL's map() caches (e.g. precomputed reference log-probs) must be
+    # files every rank can open, next to the data; an in-memory dataset gives each rank a private tmp.
+    data_dir = out_dir.parent / f".pairs-{out_dir.name}"
+    with args.main_process_first(desc="pairs dataset"):
+        if args.process_index == 0:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            Dataset.from_list([p.to_trl() for p in pairs]).save_to_disk(str(data_dir))
+        dataset = load_from_disk(str(data_dir))
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                          processing_class=tok, callbacks=[_KillAt(stage).callback])
     used = len(trainer.train_dataset)
@@ -160,6 +167,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         shutil.rmtree(out_dir, ignore_errors=True)  # a discarded (run.overwrite) checkpoint
         os.replace(tmp, out_dir)
         shutil.rmtree(args.output_dir, ignore_errors=True)
+        shutil.rmtree(data_dir, ignore_errors=True)
     trainer.accelerator.wait_for_everyone()
     if not main:
         return None
