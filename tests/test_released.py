@@ -89,3 +89,4 @@ def test_missing_user_preference_names_file_line_and_field(tmp_path):
     assert str(path) in msg
     assert "line 2" in msg
     assert "'user_preference'" in msg
+    assert "missing" in msg

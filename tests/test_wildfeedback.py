@@ -165,6 +165,7 @@ def test_sample_counts():
     assert {k: stats[k] for k in expected} == expected
     assert stats["skipped"] == {}
     assert stats["utterances"] == len(raw)
+    assert "cache" not in stats and "warnings" not in stats and "skipped_rows" not in stats
     assert len(records) == 38 + 37 + 20
 
 
@@ -233,6 +234,7 @@ def test_unknown_role_skipped_with_on_invalid_skip(tmp_path):
                                              on_invalid=OnInvalid.skip))
     assert [r.id for r in records] == ["wf-c0-u1-dsat", "wf-c2-u1-sat"]
     assert stats["skipped"] == {"conversation_with_unknown_role": 1}
+    assert stats["skipped_rows"] == 3  # the three rows of conversation 1
     assert stats["dsat"] == 1 and stats["sat"] == 1 and stats["seed_pairs"] == 0
     assert stats["dsat_conversations"] == 1 and stats["sat_conversations"] == 1
 
@@ -249,6 +251,7 @@ def test_invalid_json_is_an_error_naming_the_file(tmp_path):
     with pytest.raises(DataError) as err:
         load_records(DataConfig(name=SOURCE, source=str(path), format="annotation"))
     assert str(path) in str(err.value)
+    assert "utterance 0" in str(err.value) and "truncated" in str(err.value)
 
 
 def test_missing_path_is_an_error(tmp_path):

@@ -1,7 +1,7 @@
 """WildFeedback's per-turn SAT/DSAT annotation (`sat_dsat_annotation.json`) -> FeedbackRecords.
 
-The file is one JSON array of flat utterances. A conversation starts wherever `UtterranceId`
-restarts at 0; User and Agent rows alternate, User first. The SAT/DSAT flags on a User row
+The file is one JSON array of flat utterances (1.6 GB for the real one). A conversation starts wherever
+`UtterranceId` restarts at 0; User and Agent rows alternate, User first. The SAT/DSAT flags on a User row
 judge the Agent reply right before it. Field names keep the data set's own spellings.
 
 Records produced (paper §4.1, Table 1):
@@ -9,179 +9,272 @@ Records produced (paper §4.1, Table 1):
 - sat:  context before the judged reply, chosen = that reply, feedback = the satisfied turn
 - seed: a reply judged DSAT whose immediate revision (the next Agent reply) is judged SAT;
         rejected = the first reply, chosen = the revision, prompt = the context before the first
+
+Reading: the array is streamed (drift_exp.data.stream); only the current conversation's messages are held,
+and rows are checked as they arrive. Results of a large file are cached (drift_exp.data.cache).
+
+Bad input. With data.on_invalid=error (default) the first bad row stops the run with a DataError naming the
+file, the utterance (0-based index in the array), the field and what was expected. With skip, the whole
+conversation holding a bad row is skipped and counted in stats["skipped"] as "conversation_with_<reason>";
+stats["skipped_rows"] counts the utterances dropped. Reasons: not_an_object, missing_field, misspelled_field
+(the message says "did you mean"), wrong_type (e.g. the string "true" for a flag, 1.0 for an id),
+bad_utterance_id (negative, or the first row is not 0), duplicate_utterance_id (an id seen before in the
+conversation), utterance_id_gap (rows missing), unknown_role, starts_with_agent, roles_not_alternating (two
+turns of one role in a row), flag_on_agent_row, conversation_too_long (over MAX_UTTERANCES: no restart at 0).
+A broken first row (no usable UtterranceId 0) cannot be told from a broken row of the conversation before it,
+so that conversation is skipped too.
+Tolerated, counted in stats["warnings"], the conversation kept: null Content (read as ""; a null or blank
+judged reply is then skipped as "empty_reply", as before), a TurnId that is not UtterranceId // 2 + 1 or not an
+integer (TurnId is never used), invalid UTF-8 replaced by U+FFFD (skip mode only).
+Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply.
+Whole-file problems are errors in both modes: an empty file, a Git-LFS pointer, a top level that is not an
+array, an empty array, and (skip mode) a file where every conversation was skipped.
+Damage the parser cannot step over (a truncated file, invalid JSON syntax, data after the closing ']'; invalid
+UTF-8 in error mode) is an error; with skip, what was read before it is kept, the conversation it cut is dropped
+("conversation_cut_short"), the damage is counted under its reason and described in stats["damage"], and a
+loud warning says how much of the file was not read.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from drift_exp.config import DataConfig, OnInvalid
+from drift_exp.data import cache, stream
 from drift_exp.data.sources import SAMPLE_DIR, hub_file, local_or_hub
+from drift_exp.data.stream import Invalid, json_type
 from drift_exp.errors import DataError
-from drift_exp.records import FeedbackRecord, Message
+from drift_exp.records import FeedbackRecord
 
-ID, ROLE, CONTENT = "UtterranceId", "Role", "Content"
+log = logging.getLogger(__name__)
+
+ID, TURN, ROLE, CONTENT = "UtterranceId", "TurnId", "Role", "Content"
 SAT, DSAT = "Satisfaction", "Disatisfaction"
-ROLES = {"User": "user", "Agent": "assistant"}
+KNOWN = (ID, TURN, ROLE, CONTENT, "State", "Preceeding", SAT, "Satisfaction-Justificiation", DSAT,
+         "Dissatisfaction-Justificiation")
+ROLE_AT = ("User", "Agent")  # by UtterranceId parity
 ANNOTATION_FILE = "sat_dsat_annotation.json"
+EXTRACTOR_VERSION = 2  # bump whenever the records or stats extracted from a file change (invalidates caches)
+MAX_UTTERANCES = 10_000  # in one conversation; real ones have at most a few hundred
 
 
-class _Invalid(Exception):
-    """A malformed row; carries the reason used to count skips."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
-def split_conversations(rows: Iterable[dict[str, Any]]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-    """Group flat utterances into conversations: yield (index of the first row, rows)."""
-    start, conv = 0, []
-    for i, row in enumerate(rows):
-        if isinstance(row, dict) and row.get(ID) == 0 and conv:
-            yield start, conv
-            start, conv = i, []
-        conv.append(row)
-    if conv:
-        yield start, conv
+def _field(row: dict, key: str) -> Any:
+    if key not in row:
+        hint = stream.did_you_mean(key, row, KNOWN)
+        raise Invalid("misspelled_field" if hint else "missing_field", f"field '{key}': missing{hint}")
+    return row[key]
 
 
-def _check_row(row: Any, expected_id: int) -> tuple[str, str, bool, bool]:
-    """Validate one utterance; return (role, content, sat, dsat) or raise _Invalid naming the field."""
+def check_row(row: Any, expected: int, warnings: Counter) -> tuple[str, bool, bool]:
+    """(content, sat, dsat) of a row that should have UtterranceId `expected`, or Invalid saying what is wrong.
+    `extract` inlines the common case (a well-formed unflagged row); this is the full check."""
     if not isinstance(row, dict):
-        raise _Invalid("not_an_object", f"expected a JSON object, got {type(row).__name__}")
-    for key in (ID, ROLE, CONTENT, SAT, DSAT):
-        if key not in row:
-            raise _Invalid("missing_field", f"field '{key}': missing")
-    uid = row[ID]
-    if not isinstance(uid, int) or isinstance(uid, bool):
-        raise _Invalid("wrong_type", f"field '{ID}': expected an integer, got {uid!r}")
-    if uid != expected_id:
-        raise _Invalid("bad_utterance_id", f"field '{ID}': expected {expected_id} (ids count up from 0), got {uid}")
-    role = row[ROLE]
-    if role not in ROLES:
-        raise _Invalid("unknown_role", f"field '{ROLE}': expected 'User' or 'Agent', got {role!r}")
-    want = "User" if uid % 2 == 0 else "Agent"
+        raise Invalid("not_an_object", f"expected a JSON object (one utterance), got {json_type(row)}")
+    if expected >= MAX_UTTERANCES:
+        raise Invalid("conversation_too_long", f"field '{ID}': expected a restart at 0 within {MAX_UTTERANCES} "
+                      "utterances (no real conversation is this long)")
+    uid = _field(row, ID)
+    if type(uid) is not int:
+        raise Invalid("wrong_type", f"field '{ID}': expected an integer, got {json_type(uid)}")
+    if uid < 0 or (expected == 0 and uid != 0):
+        why = "ids are never negative" if uid < 0 else "conversations start at 0"
+        raise Invalid("bad_utterance_id", f"field '{ID}': expected {expected} ({why}), got {uid}")
+    if uid < expected:
+        raise Invalid("duplicate_utterance_id", f"field '{ID}': expected {expected}, got {uid} again "
+                      "(already seen in this conversation)")
+    if uid > expected:
+        raise Invalid("utterance_id_gap", f"field '{ID}': expected {expected}, got {uid} (rows missing)")
+    role, want = _field(row, ROLE), ROLE_AT[expected & 1]
+    if role not in ROLE_AT:
+        hint = next((f" (did you mean {r!r}?)" for r in ROLE_AT
+                     if isinstance(role, str) and role.strip().lower() == r.lower()), "")
+        raise Invalid("unknown_role", f"field '{ROLE}': expected 'User' or 'Agent', got {json_type(role)}{hint}")
     if role != want:
-        raise _Invalid("roles_not_alternating",
-                       f"field '{ROLE}': expected '{want}' at UtterranceId {uid} (User and Agent alternate), "
-                       f"got {role!r}")
-    content = row[CONTENT]
+        reason, why = (("starts_with_agent", "conversations start with a User turn") if expected == 0 else
+                       ("roles_not_alternating", f"two {role} turns in a row; User and Agent alternate"))
+        raise Invalid(reason, f"field '{ROLE}': expected {want!r} at UtterranceId {uid} ({why}), got {role!r}")
+    content = _field(row, CONTENT)
     if content is None:
+        warnings["null_content"] += 1
         content = ""
-    if not isinstance(content, str):
-        raise _Invalid("wrong_type", f"field '{CONTENT}': expected a string, got {type(content).__name__}")
+    elif not isinstance(content, str):
+        raise Invalid("wrong_type", f"field '{CONTENT}': expected a string, got {json_type(content)}")
     flags = []
     for key in (SAT, DSAT):
-        value = row[key]
+        value = _field(row, key)
         if not isinstance(value, bool):
-            raise _Invalid("wrong_type", f"field '{key}': expected true or false, got {value!r}")
+            raise Invalid("wrong_type", f"field '{key}': expected true or false, got {json_type(value)}")
         flags.append(value)
     if role == "Agent" and any(flags):
-        raise _Invalid("flag_on_agent_row",
-                       f"field '{SAT if flags[0] else DSAT}': flags belong on User rows (they judge the reply "
-                       "before them), found one on an Agent row")
-    return ROLES[role], content, flags[0], flags[1]
+        raise Invalid("flag_on_agent_row", f"field '{SAT if flags[0] else DSAT}': expected false on an Agent row "
+                      "(flags belong on User rows: they judge the reply before them), got true")
+    turn = row.get(TURN)
+    if turn is not None and (type(turn) is not int or turn != expected // 2 + 1):
+        warnings["turn_id_mismatch"] += 1
+    return content, flags[0], flags[1]
 
 
-def conversation_records(conv_index: int, rows: list[dict[str, Any]], source: str,
+def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, bool, bool]], source: str,
                          skipped: Counter) -> list[FeedbackRecord]:
-    """Records of one validated conversation; judgements that cannot be used are counted in `skipped`."""
-    messages: list[Message] = []
-    sat: list[bool] = []
-    dsat: list[bool] = []
-    for row in rows:
-        role, content, s, d = _check_row(row, len(messages))
-        messages.append({"role": role, "content": content})
-        sat.append(s)
-        dsat.append(d)
+    """Records of one validated conversation from its texts (User first, alternating) and its flagged rows
+    (utterance, sat, dsat); judgements that cannot be used are counted in `skipped`."""
+    texts = [stream.clean_text(c) for c in contents]
+    messages = [{"role": ("user", "assistant")[j & 1], "content": c} for j, c in enumerate(texts)]
+    sat_at = {j for j, s, d in flags if s and not d}
 
-    def record(kind: str, reply: int, **texts: str) -> FeedbackRecord:
+    def record(kind: str, reply: int, **kw: str) -> FeedbackRecord:
         return FeedbackRecord(
-            id=f"{source}-c{conv_index}-u{reply}-{kind}",
-            prompt=[dict(m) for m in messages[:reply]],
-            meta={"source": source, "kind": kind, "conversation": conv_index, "utterance": reply,
-                  "turn": reply // 2 + 1},
-            **texts,
-        )
+            id=f"{source}-c{conv}-u{reply}-{kind}", prompt=[dict(m) for m in messages[:reply]],
+            meta={"source": source, "kind": kind, "conversation": conv, "utterance": reply, "turn": reply // 2 + 1},
+            **kw)
 
     out: list[FeedbackRecord] = []
-    for j in range(len(messages)):
-        if not (sat[j] or dsat[j]):
-            continue
+    for j, s, d in flags:
         if j == 0:
             skipped["flag_without_reply"] += 1  # the opening user turn judges nothing
             continue
-        if sat[j] and dsat[j]:
+        if s and d:
             skipped["contradictory_flags"] += 1
             continue
         reply = j - 1
-        if not messages[reply]["content"].strip():
+        if not texts[reply].strip():
             skipped["empty_reply"] += 1
             continue
-        feedback = messages[j]["content"]
-        if dsat[j]:
-            out.append(record("dsat", reply, rejected=messages[reply]["content"], feedback=feedback))
+        if d:
+            out.append(record("dsat", reply, rejected=texts[reply], feedback=texts[j]))
             revision = reply + 2  # the agent's next reply, judged by the user turn after it
-            if (revision + 1 < len(messages) and sat[revision + 1] and not dsat[revision + 1]
-                    and messages[revision]["content"].strip()):
-                out.append(record("seed", reply, rejected=messages[reply]["content"],
-                                  chosen=messages[revision]["content"], feedback=feedback))
+            if revision + 1 in sat_at and texts[revision].strip():
+                out.append(record("seed", reply, rejected=texts[reply], chosen=texts[revision], feedback=texts[j]))
         else:
-            out.append(record("sat", reply, chosen=messages[reply]["content"], feedback=feedback))
+            out.append(record("sat", reply, chosen=texts[reply], feedback=texts[j]))
     return out
 
 
-def extract(rows: Iterable[dict[str, Any]], path: Path | str, source: str,
+class _Tally:
+    """Records and counts of the conversations closed so far."""
+
+    def __init__(self, path: Path | str, source: str, skip_invalid: bool):
+        self.path, self.source, self.skip_invalid = path, source, skip_invalid
+        self.records: list[FeedbackRecord] = []
+        self.skipped: Counter = Counter()
+        self.warnings: Counter = Counter()
+        self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = 0
+        self.damage: dict[str, Any] | None = None
+
+    def close(self, n_rows: int, bad: str | None, contents: list[str], flags: list) -> None:
+        self.n_conv += 1
+        if bad is not None:
+            self.skipped[bad if bad == "conversation_cut_short" else f"conversation_with_{bad}"] += 1
+            self.skipped_rows += n_rows
+            return
+        self.good += 1
+        if flags:
+            recs = conversation_records(self.n_conv - 1, contents, flags, self.source, self.skipped)
+            self.records.extend(recs)
+            kinds = {r.kind for r in recs}
+            self.dsat_conv += "dsat" in kinds
+            self.sat_conv += "sat" in kinds
+
+    def damaged(self, dmg: stream.StreamDamage, n_rows: int) -> None:
+        where = f"{self.path}: utterance {n_rows} ({dmg.where})"
+        if not self.skip_invalid:
+            raise DataError(f"{where}: {dmg.detail}; expected a well-formed JSON array of utterances (only the "
+                            f"{n_rows} utterances before this point could be read)") from None
+        self.skipped[dmg.reason] += 1
+        self.damage = {"reason": dmg.reason, "detail": dmg.detail, "utterance": n_rows, "byte": dmg.byte}
+        log.warning("!!! %s: %s. Kept the %d utterances read before it%s; %d bytes after it were not read.",
+                    where, dmg.detail, n_rows, "" if dmg.complete else " except the conversation it cut", dmg.unread)
+
+    def stats(self, n_rows: int) -> dict[str, Any]:
+        if n_rows == 0:
+            detail = f" ({self.damage['detail']} at byte {self.damage['byte']})" if self.damage else ""
+            raise DataError(f"{self.path}: no utterances (an empty array){detail}")
+        if self.good == 0 and self.skip_invalid:
+            raise DataError(f"{self.path}: all {self.n_conv} conversations were skipped "
+                            f"({dict(sorted(self.skipped.items()))}); is this the annotation file?")
+        counts = Counter(r.kind for r in self.records)
+        stats: dict[str, Any] = {
+            "source": str(self.path), "utterances": n_rows, "conversations": self.n_conv,
+            "dsat": counts["dsat"], "sat": counts["sat"], "seed_pairs": counts["seed"],
+            "dsat_conversations": self.dsat_conv, "sat_conversations": self.sat_conv,
+            "skipped": dict(sorted(self.skipped.items())),
+        }
+        if self.skip_invalid:
+            stats["skipped_rows"] = self.skipped_rows
+        if self.warnings:
+            stats["warnings"] = dict(sorted(self.warnings.items()))
+            log.warning("%s: kept rows with tolerated problems: %s", self.path, stats["warnings"])
+        if self.damage:
+            stats["damage"] = self.damage
+        if self.n_conv > self.good:
+            log.warning("%s: skipped %d of %d conversations (%d utterances): %s", self.path,
+                        self.n_conv - self.good, self.n_conv, self.skipped_rows, stats["skipped"])
+        return stats
+
+
+def extract(rows: Iterable[Any], path: Path | str, source: str,
             skip_invalid: bool) -> tuple[list[FeedbackRecord], dict[str, Any]]:
-    """All records of an annotation file's rows, with the counts of paper Table 1."""
-    records: list[FeedbackRecord] = []
-    skipped: Counter = Counter()
-    n_conv = n_rows = dsat_conv = sat_conv = 0
-    for n_conv, (start, conv) in enumerate(split_conversations(rows), start=1):
-        n_rows += len(conv)
-        try:
-            recs = conversation_records(n_conv - 1, conv, source, skipped)
-        except _Invalid as bad:
-            row = start + _bad_row_offset(conv)
-            if not skip_invalid:
-                raise DataError(f"{path}: utterance {row} (conversation {n_conv - 1}): {bad}; "
-                                "set data.on_invalid=skip to skip such conversations") from None
-            skipped[f"conversation_with_{bad.reason}"] += 1
-            continue
-        records.extend(recs)
-        kinds = {r.kind for r in recs}
-        dsat_conv += "dsat" in kinds
-        sat_conv += "sat" in kinds
-    if n_rows == 0:
-        raise DataError(f"{path}: no utterances (an empty array)")
-    counts = Counter(r.kind for r in records)
-    stats = {
-        "source": str(path),
-        "utterances": n_rows,
-        "conversations": n_conv,
-        "dsat": counts["dsat"],
-        "sat": counts["sat"],
-        "seed_pairs": counts["seed"],
-        "dsat_conversations": dsat_conv,
-        "sat_conversations": sat_conv,
-        "skipped": dict(sorted(skipped.items())),
-    }
+    """All records of an annotation file's rows (any iterable, consumed once: a list or a stream), with the
+    counts of paper Table 1 and of what was skipped. Holds only the current conversation."""
+    tally = _Tally(path, source, skip_invalid)
+    warnings = tally.warnings
+    contents: list[str] = []  # of the current conversation
+    flags: list[tuple[int, bool, bool]] = []
+    bad: str | None = None  # why the current conversation is skipped
+    start, i, in_conv = 0, -1, False
+    try:
+        for i, row in enumerate(rows):  # noqa: B007 (i is read after the loop)
+            uid = row.get(ID) if type(row) is dict else None
+            if uid == 0 or not in_conv:
+                if in_conv:
+                    tally.close(i - start, bad, contents, flags)
+                contents, flags, bad, start, in_conv = [], [], None, i, True
+            if bad is not None:
+                continue
+            n = len(contents)
+            if (uid == n and type(uid) is int and row.get(ROLE) == ROLE_AT[n & 1] and row.get(SAT) is False
+                    and row.get(DSAT) is False and type(content := row.get(CONTENT)) is str and n < MAX_UTTERANCES):
+                turn = row.get(TURN)
+                if (type(turn) is not int or turn != (n >> 1) + 1) and turn is not None:
+                    warnings["turn_id_mismatch"] += 1
+                contents.append(content)
+                continue
+            try:
+                content, s, d = check_row(row, n, warnings)
+            except Invalid as err:
+                if not skip_invalid:
+                    raise DataError(f"{path}: utterance {i} (conversation {tally.n_conv}): {err}; "
+                                    "set data.on_invalid=skip to skip such conversations") from None
+                contents, flags, bad = [], [], err.reason
+                continue
+            contents.append(content)
+            if s or d:
+                flags.append((n, s, d))
+    except stream.StreamDamage as dmg:
+        i += 1  # the row being read when the damage was found
+        tally.damaged(dmg, i)
+        if not dmg.complete and in_conv:
+            bad = "conversation_cut_short"
+    else:
+        i += 1
+    if in_conv:
+        tally.close(i - start, bad, contents, flags)
+    return tally.records, tally.stats(i)
+
+
+def read_annotation(path: Path, source: str, skip_invalid: bool,
+                    backend: str | None = None) -> tuple[list[FeedbackRecord], dict[str, Any]]:
+    """Stream the file at `path` through `extract` (no cache). `backend`: an ijson backend name (tests)."""
+    rows = stream.ArrayStream(path, repair_utf8=skip_invalid, backend=backend)
+    records, stats = extract(rows, path, source, skip_invalid)
+    if rows.replaced:
+        stats.setdefault("warnings", {})["invalid_utf8_replaced"] = rows.replaced
+        log.warning("!!! %s: replaced %d invalid UTF-8 sequences with U+FFFD", path, rows.replaced)
     return records, stats
-
-
-def _bad_row_offset(conv: list[dict[str, Any]]) -> int:
-    """Offset of the first row in `conv` that fails validation (for the error message)."""
-    for i, row in enumerate(conv):
-        try:
-            _check_row(row, i)
-        except _Invalid:
-            return i
-    return 0
 
 
 def annotation_path(cfg: DataConfig) -> Path:
@@ -200,15 +293,9 @@ def annotation_path(cfg: DataConfig) -> Path:
 
 
 def load(cfg: DataConfig) -> tuple[list[FeedbackRecord], dict[str, Any]]:
-    """Read an annotation file into records and its Table 1 counts."""
+    """Read an annotation file into records and its Table 1 counts, through the record cache for large files
+    (stats["cache"] = "hit" | "miss"; absent for files under cache.MIN_BYTES)."""
     path = annotation_path(cfg)
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = json.load(f)
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 at byte {err.start} ({err.reason})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: expected one JSON array of utterances, got a {type(rows).__name__}")
-    return extract(rows, path, cfg.name, skip_invalid=cfg.on_invalid == OnInvalid.skip)
+    skip = cfg.on_invalid == OnInvalid.skip
+    return cache.cached(path, EXTRACTOR_VERSION, cfg.on_invalid, cfg.name,
+                        lambda: read_annotation(path, cfg.name, skip))
