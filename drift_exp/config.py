@@ -141,6 +141,9 @@ class TrainerConfig:
     ref: RefMode = RefMode.previous
     # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory).
     ref_mode: RefModeKind = RefModeKind.auto
+    # Paper §5 diagnostics: the share of pairs whose DPO gradient weight sigma(-s) is at least this
+    # (logged per step and per stage; does not change training).
+    signal_tau: float = 0.5
     # Seconds a collective may wait before the job fails (multi-node: raise it for slow checkpoint saves).
     ddp_timeout: int = 1800
     gradient_checkpointing: bool = True
@@ -247,6 +250,7 @@ def scorer_path(cfg: Config) -> str:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
+    __import__("drift_exp.sweeps").sweeps.register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
 
 
 STAGES = ("requests", "generate", "pairs", "train")
@@ -284,6 +288,7 @@ def validate(cfg: Config) -> None:
          f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
         ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
         ("trainer.rpo_alpha", cfg.trainer.rpo_alpha >= 0, f"must be >= 0, got {cfg.trainer.rpo_alpha}"),
+        ("trainer.signal_tau", 0 < cfg.trainer.signal_tau < 1, f"must be in (0, 1), got {cfg.trainer.signal_tau}"),
         ("trainer.max_grad_norm", cfg.trainer.max_grad_norm >= 0, f"must be >= 0, got {cfg.trainer.max_grad_norm}"),
         ("trainer.logging_steps", cfg.trainer.logging_steps >= 1, f"must be >= 1, got {cfg.trainer.logging_steps}"),
         ("generation.backend", cfg.generation.backend in GENERATION_BACKENDS,

@@ -33,6 +33,7 @@ from drift_exp.records import (
 )
 from drift_exp.stages import RunDir, Stage, read_markers
 from drift_exp.tracking import Tracker
+from drift_exp.training.diagnostics import flat_signal
 from drift_exp.training.models import base_model_path
 
 log = logging.getLogger(__name__)
@@ -100,8 +101,15 @@ def iteration_sections(cfg: Config, k: int, scored: bool) -> dict[str, dict[str,
         "requests": {"method": asdict(cfg.method), "setting": asdict(cfg.setting), "iteration": k},
         "generate": {"generation": asdict(cfg.generation), "seed": cfg.seed},
         "pairs": {"method": asdict(cfg.method), "scorer": scorer},
-        "train": {"trainer": asdict(cfg.trainer), "seed": cfg.seed},
+        "train": {"trainer": training_section(cfg), "seed": cfg.seed},
     }
+
+
+def training_section(cfg: Config) -> dict[str, Any]:
+    """The trainer settings that change the trained weights (diagnostics-only knobs left out)."""
+    section = asdict(cfg.trainer)
+    section.pop("signal_tau")
+    return section
 
 
 def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[FeedbackRecord], str]:
@@ -124,7 +132,7 @@ def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[Feedback
 
 
 def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: str, tracker: Tracker) -> str:
-    st = rd.stage(0, "train", parent, {"model": asdict(cfg.model), "trainer": asdict(cfg.trainer),
+    st = rd.stage(0, "train", parent, {"model": asdict(cfg.model), "trainer": training_section(cfg),
                                        "seed": cfg.seed})
     if st.done:
         return st.key
@@ -185,8 +193,8 @@ def train_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) ->
                "policy_start": stats["policy_start"], "train": stats}
     metrics.update({name: m.get("stats", {}) for name, m in read_markers(st.folder).items() if name != "train"})
     write_json(st.folder / "metrics.json", metrics)
-    tracker.log("stage/train", stats)
-    st.finish({key: v for key, v in stats.items() if key != "history"})
+    tracker.log("stage/train", {**stats, **flat_signal(stats.get("signal", {}))})
+    st.finish({key: v for key, v in stats.items() if key not in ("history", "signal")})
 
 
 _STOP = re.compile(r"^(?:iter_(\d+)/)?(\w+)$")

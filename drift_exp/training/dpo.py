@@ -84,7 +84,9 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     16-bit weights are gathered for the save. Returns the stats on the main process, None elsewhere.
     """
     from datasets import Dataset, load_from_disk
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig
+
+    from drift_exp.training.diagnostics import SignalDPOTrainer
 
     cuda = torch.cuda.is_available()
     if deepspeed_config is not None:
@@ -143,8 +145,9 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
             shutil.rmtree(data_dir, ignore_errors=True)
             Dataset.from_list([p.to_trl() for p in pairs]).save_to_disk(str(data_dir))
         dataset = load_from_disk(str(data_dir))
-    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                         processing_class=tok, callbacks=[_KillAt(stage).callback])
+    # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics.
+    trainer = SignalDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                               processing_class=tok, callbacks=[_KillAt(stage).callback], signal_tau=cfg.signal_tau)
     used = len(trainer.train_dataset)
     if used < len(pairs):  # TRL drops pairs whose prompt alone fills max_length; say so, never silently
         log.warning("%s: %d of %d pairs dropped by TRL: the prompt alone exceeds trainer.max_length=%d",
@@ -190,6 +193,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "first_loss": history[0]["loss"] if history else math.nan,
         "final": {k: v for k, v in last.items() if k.startswith(("rewards/", "logps/", "loss"))},
         "history": history,
+        "signal": trainer.signal_summary(include_steps=False),  # s and sigma(-s), paper §5 / Lemma 1
         "runtime_s": result.metrics.get("train_runtime"),
     }
 
