@@ -17,6 +17,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from drift_exp.errors import ConfigError
+from drift_exp.evaluation.config import EvalConfig, validate_eval
 
 
 class PromptFormat(StrEnum):
@@ -229,6 +230,8 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     scorer: ScorerConfig = field(default_factory=ScorerConfig)
+    # The evaluation stage after every iteration (AlpacaEval 2, WildBench v2, reward-model proxy).
+    eval: EvalConfig = field(default_factory=EvalConfig)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -250,16 +253,18 @@ def scorer_path(cfg: Config) -> str:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
-    __import__("drift_exp.sweeps").sweeps.register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
+    from drift_exp.sweeps import register_sweeps
+
+    register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
 
 
-STAGES = ("requests", "generate", "pairs", "train")
+STAGES = ("requests", "generate", "pairs", "train", "eval")
 METHOD_KINDS = ("drift", "spin", "iterdpo")
 GENERATION_BACKENDS = ("hf", "vllm")
 LAUNCHERS = ("inline", "local", "slurm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
-_STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train))$")
+_STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train|eval))$")
 
 
 def validate(cfg: Config) -> None:
@@ -329,6 +334,7 @@ def validate(cfg: Config) -> None:
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
+    validate_eval(cfg.eval)
     if cfg.run.stop_after:
         m = _STOP_AFTER.match(cfg.run.stop_after)
         if m and m.group(3) is not None and not 1 <= int(m.group(3)) <= cfg.iterations:

@@ -38,6 +38,8 @@ def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) 
     if cfg.launcher.name == "inline":
         if stage == "generate":
             return worker.generate(cfg, run_dir, k)
+        if stage == "eval":
+            return worker.evaluate(cfg, run_dir, k)
         return worker.train(cfg, run_dir, k, tracker.report_to)
     ds_config = None
     if stage == "train" and cfg.launcher.deepspeed:
@@ -83,7 +85,7 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
                   ds_config: Path | None) -> list[str]:
     """The command line of one stage's job (pure: tested without running it)."""
     job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
-    if stage == "generate":
+    if stage in ("generate", "eval"):
         return [sys.executable, *job]  # one process; vLLM spreads over the node's GPUs itself
     job += ["--report-to", report_to]
     if ds_config is not None:

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import asdict, replace
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from drift_exp.config import Config, experiment_name, scorer_path
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
+from drift_exp.evaluation import flat_metrics
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.records import (
@@ -71,7 +73,8 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
         for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
             st[name] = rd.stage(k, name, parent, section)
             parent = st[name].key
-        key = st["train"].key
+        key = st["train"].key  # the next iteration hangs off the training, not the evaluation
+        st["eval"] = rd.stage(k, "eval", key, eval_section(cfg))
         if all(s.done for s in st.values()):
             continue
         with tracker.iteration(k):
@@ -87,8 +90,13 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
             if stop_here(cfg, "pairs", k):
                 return rd.root
             # Loss update: one epoch of DPO from pi_{k-1}.
-            train_stage(st["train"], cfg, rd, k, tracker)
+            if not st["train"].done:
+                train_stage(st["train"], cfg, rd, k, tracker)
             if stop_here(cfg, "train", k):
+                return rd.root
+            # Evaluate pi_k (benchmarks per eval.benchmarks).
+            eval_stage(st["eval"], cfg, rd, k, tracker)
+            if stop_here(cfg, "eval", k):
                 return rd.root
     log.info("finished %s: final policy %s", experiment_name(cfg), rd.checkpoint_after(cfg.iterations, base))
     return rd.root
@@ -134,19 +142,38 @@ def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[Feedback
 def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: str, tracker: Tracker) -> str:
     st = rd.stage(0, "train", parent, {"model": asdict(cfg.model), "trainer": training_section(cfg),
                                        "seed": cfg.seed})
-    if st.done:
-        return st.key
-    pairs = seed_pairs(records)
-    write_jsonl(st.folder / "pairs.jsonl", pairs)
-    if not pairs or cfg.trainer.warm_start_epochs == 0:
-        why = "no DSAT->SAT seed pairs in the data" if not pairs else "trainer.warm_start_epochs=0"
-        log.warning("warm start skipped: %s; iteration 1 samples from the base model", why)
-        write_json(st.folder / "metrics.json", {"iteration": 0, "skipped": why})
-        st.finish({"skipped": why})
+    ev = rd.stage(0, "eval", st.key, eval_section(cfg))
+    if st.done and ev.done:
         return st.key
     with tracker.iteration(0):
-        train_stage(st, cfg, rd, 0, tracker)
+        if not st.done:
+            pairs = seed_pairs(records)
+            write_jsonl(st.folder / "pairs.jsonl", pairs)
+            if pairs and cfg.trainer.warm_start_epochs > 0:
+                train_stage(st, cfg, rd, 0, tracker)
+            else:
+                why = "no DSAT->SAT seed pairs in the data" if not pairs else "trainer.warm_start_epochs=0"
+                log.warning("warm start skipped: %s; iteration 1 samples from the base model", why)
+                write_json(st.folder / "metrics.json", {"iteration": 0, "skipped": why})
+                st.finish({"skipped": why})
+        eval_stage(ev, cfg, rd, 0, tracker)  # the warm-started policy (or the base model if skipped)
     return st.key
+
+
+def eval_section(cfg: Config) -> dict[str, Any]:
+    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
+    return {"eval": asdict(cfg.eval), "generation": asdict(cfg.generation), "scorer": scorer}
+
+
+def eval_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> None:
+    if not st.done:
+        metrics = run_stage(cfg, rd.root, "eval", k, tracker) if cfg.eval.benchmarks else {}
+        path = st.folder / "metrics.json"
+        summary = json.loads(path.read_text()) if path.exists() else {"iteration": k}
+        summary["eval"] = metrics
+        write_json(path, summary)
+        st.finish(flat_metrics(metrics))
+    tracker.log("eval", st.stats)
 
 
 def requests_stage(st: Stage, method: PairBuilder, targets: list[FeedbackRecord], k: int,

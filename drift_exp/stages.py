@@ -23,7 +23,7 @@ from drift_exp.records import write_json
 
 log = logging.getLogger(__name__)
 
-ORDER = ("requests", "generate", "pairs", "train")  # stages of iteration k >= 1; iteration 0 has only train
+ORDER = ("requests", "generate", "pairs", "train", "eval")  # iteration k >= 1; iteration 0: train, eval
 
 
 def key_of(parent: str, section: dict[str, Any]) -> str:
@@ -119,7 +119,7 @@ class RunDir:
         """Remove stage `name` of iteration k and everything after it."""
         folder = self.folder(k)
         markers = read_markers(folder)
-        names = ["prepare"] if k is None else (["train"] if k == 0 else list(ORDER))
+        names = ["prepare"] if k is None else (["train", "eval"] if k == 0 else list(ORDER))
         for later in names[names.index(name):]:
             markers.pop(later, None)
         write_json(folder / "DONE", markers)

@@ -72,6 +72,23 @@ def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
     return stats
 
 
+def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
+    """Evaluate pi_k on eval.benchmarks; write iter_k/eval/ and eval_stats.json."""
+    from dataclasses import replace
+
+    from drift_exp.config import scorer_path
+    from drift_exp.evaluation import evaluate as run_benchmarks
+    from drift_exp.training.models import base_model_path
+
+    rd = RunDir(run_dir, overwrite=False)
+    folder = rd.folder(k)
+    policy = rd.checkpoint_after(k, base_model_path(cfg.model))
+    metrics = run_benchmarks(cfg.eval, cfg.generation, cfg.model.dtype, replace(cfg.scorer, path=scorer_path(cfg)),
+                             policy, folder / "eval", f"{experiment_name(cfg)}-iter{k}", cfg.seed)
+    write_json(folder / "eval_stats.json", metrics)
+    return metrics
+
+
 def generation_stats(completions: list[Completion], seconds: float) -> dict[str, Any]:
     outputs = [o for c in completions for o in c.outputs]
     finished = [f for c in completions for f in c.finished]
@@ -89,7 +106,7 @@ def generation_stats(completions: list[Completion], seconds: float) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["generate", "train"])
+    parser.add_argument("stage", choices=["generate", "train", "eval"])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--iteration", type=int, required=True)
     parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")
@@ -101,6 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.stage == "generate":
             generate(cfg, args.run_dir, args.iteration)
+        elif args.stage == "eval":
+            evaluate(cfg, args.run_dir, args.iteration)
         else:
             train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
     finally:

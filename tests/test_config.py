@@ -25,7 +25,7 @@ def load(overrides: list[str]) -> Config:
 
 
 def test_groups_match_design():
-    assert GROUPS == ["data", "generation", "launcher", "method", "model", "setting", "trainer"]
+    assert GROUPS == ["data", "eval", "generation", "launcher", "method", "model", "setting", "trainer"]
 
 
 @pytest.mark.parametrize("override", [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])

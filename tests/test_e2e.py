@@ -60,12 +60,14 @@ def test_every_stage_writes_its_files(full_run):
     for k in (0, 1, 2):
         it = full_run / f"iter_{k}"
         assert (it / "checkpoint" / "model.safetensors").exists()
+        proxy = json.loads((it / "metrics.json").read_text())["eval"]["proxy"]  # eval=default: the RM proxy
+        assert proxy["n"] == 16 and math.isfinite(proxy["reward_mean"])
         assert json.loads((it / "DONE").read_text())["train"]["key"]
         metrics = json.loads((it / "metrics.json").read_text())
         assert metrics["iteration"] == k and metrics["train"]["steps"] > 0
     for k in (1, 2):
         it = full_run / f"iter_{k}"
-        assert set(json.loads((it / "DONE").read_text())) == {"requests", "generate", "pairs", "train"}
+        assert set(json.loads((it / "DONE").read_text())) == {"requests", "generate", "pairs", "train", "eval"}
         for name in ("requests.jsonl", "completions.jsonl", "pairs.jsonl"):
             assert sum(1 for _ in open(it / name)) == 38, name  # one sample per DSAT record
         metrics = json.loads((it / "metrics.json").read_text())
