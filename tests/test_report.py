@@ -348,7 +348,8 @@ def test_report_is_logged_to_wandb_offline_without_a_key(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- a real sweep on the tiny model
 
-TINY = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=default", "iterations=1", "generation.max_new_tokens=16",
+TINY = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=default", "iterations=1",
+        "generation.max_new_tokens=16",
         "trainer.max_length=256", "trainer.warm_start_epochs=1", "tracking.mode=disabled"]
 
 
