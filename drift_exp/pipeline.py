@@ -172,7 +172,11 @@ def eval_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> 
         summary = json.loads(path.read_text()) if path.exists() else {"iteration": k}
         summary["eval"] = metrics
         write_json(path, summary)
-        st.finish(flat_metrics(metrics))
+        failed = metrics.get("wildbench", {}).get("n_failed", 0)
+        if failed:  # left unfinished: a rerun sends only the failed judge calls (the rest are cached)
+            log.warning("iter_%d/eval: %d judge calls failed; rerun the command to retry them", k, failed)
+        else:
+            st.finish(flat_metrics(metrics))
     tracker.log("eval", st.stats)
 
 

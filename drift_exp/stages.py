@@ -23,6 +23,7 @@ from drift_exp.records import write_json
 
 log = logging.getLogger(__name__)
 
+LEAVES = ("eval",)  # stages no later stage reads: a changed config reruns just them
 ORDER = ("requests", "generate", "pairs", "train", "eval")  # iteration k >= 1; iteration 0: train, eval
 
 
@@ -94,6 +95,12 @@ class RunDir:
             log.info("%s/%s: done, reusing it", folder.name, name)
             return st
         where = f"{folder.name}/{name}"
+        if name in LEAVES:  # nothing depends on it: rerun it, keep everything else
+            log.info("%s: config changed, running it again", where)
+            markers = read_markers(folder)
+            markers.pop(name, None)
+            write_json(folder / "DONE", markers)
+            return st
         if not self.overwrite:
             before, now = _flatten(old.get("config", {})), _flatten(section)
             changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))

@@ -65,23 +65,30 @@ def judge_server():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_cache, judge_server):
-    """One evaluation of the tiny policy, then a rerun (with the AlpacaEval evaluator turned on)."""
+    """One evaluation of the tiny policy (the tests below rerun it with changes)."""
     from drift_exp.training.models import build_tiny
 
-    os.environ["DRIFT_TEST_JUDGE_KEY"] = "sk-local"
-    policy = str(build_tiny(TinyModelConfig()))
-    out = tmp_path_factory.mktemp("run") / "iter_1" / "eval"
-    judge = JudgeConfig(enabled=True, base_url=judge_server.url, api_key_env="DRIFT_TEST_JUDGE_KEY", backoff_s=0.0)
-    # Greedy decoding makes the random tiny model repeat a special token (an empty reply, see
-    # test_greedy_tiny_model_gives_empty_replies_scored_1); sampling (seeded) gives text to judge.
-    cfg = EvalConfig(benchmarks=["alpaca_eval", "wildbench", "proxy"], limit=3, max_new_tokens=8, temperature=0.7,
-                     top_p=0.9, judge=judge)
-    args = dict(gen_cfg=GenerationConfig(), model_dtype="float32", scorer_cfg=ScorerConfig(path="tiny"),
-                policy_path=policy, out_dir=out, generator_name=GENERATOR, seed=42)
-    first = evaluate(cfg, **args)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DRIFT_TEST_JUDGE_KEY", "sk-local")
+        policy = str(build_tiny(TinyModelConfig()))
+        out = tmp_path_factory.mktemp("run") / "iter_1" / "eval"
+        judge = JudgeConfig(enabled=True, base_url=judge_server.url, api_key_env="DRIFT_TEST_JUDGE_KEY",
+                            backoff_s=0.0)
+        # Greedy decoding makes the random tiny model repeat a special token (an empty reply, see
+        # test_greedy_tiny_model_gives_empty_replies_scored_1); sampling (seeded) gives text to judge.
+        cfg = EvalConfig(benchmarks=["alpaca_eval", "wildbench", "proxy"], limit=3, max_new_tokens=8,
+                         temperature=0.7, top_p=0.9, judge=judge)
+        args = dict(gen_cfg=GenerationConfig(), model_dtype="float32", scorer_cfg=ScorerConfig(path="tiny"),
+                    policy_path=policy, out_dir=out, generator_name=GENERATOR, seed=42)
+        first = evaluate(cfg, **args)
     calls_after_first = judge_server.calls
     mtime = (out / "completions.jsonl").stat().st_mtime_ns
     return {"out": out, "cfg": cfg, "args": args, "first": first, "calls": calls_after_first, "mtime": mtime}
+
+
+@pytest.fixture(autouse=True)
+def judge_key(monkeypatch):
+    monkeypatch.setenv("DRIFT_TEST_JUDGE_KEY", "sk-local")
 
 
 def test_files_in_the_official_formats(run):

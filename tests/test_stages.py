@@ -69,3 +69,15 @@ def test_indivisible_global_batch_is_a_config_error():
 
     with pytest.raises(ConfigError, match="trainer.global_batch_size=4 is not divisible by the world size 3"):
         derive_batch(4, 4, 3)
+
+
+def test_a_changed_eval_config_reruns_only_the_eval(tmp_path):
+    rd = RunDir(tmp_path, overwrite=False)
+    k1 = finish_iteration(rd, 1, "p", 0.7)
+    finish_iteration(rd, 2, k1, 0.7)
+    st = rd.stage(1, "eval", k1, {"benchmarks": ["proxy"]})
+    st.finish({"proxy": 1.0})
+    again = rd.stage(1, "eval", k1, {"benchmarks": ["proxy", "wildbench"]})  # no refusal, no overwrite needed
+    assert not again.done
+    assert set(json.loads((tmp_path / "iter_1" / "DONE").read_text())) == {"requests", "generate", "pairs", "train"}
+    assert (tmp_path / "iter_2" / "DONE").exists()  # later iterations untouched
