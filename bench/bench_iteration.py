@@ -50,6 +50,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL = 1.10
+NOISY = 0.10  # others' CPU seconds per wall second above which a run is flagged as disturbed
 
 BASELINE = r'''"""Hand-written DRIFT iteration 1 (transformers + TRL): guided sampling from pi_0, one epoch of DPO."""
 import json
@@ -142,20 +143,53 @@ def cpu_children() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def timed(cmd: list[str], log: Path, cwd: Path) -> tuple[float, float]:
-    """Run cmd to completion, stdout+stderr to log; return its (wall, user+sys CPU) seconds; exit on failure."""
+def cpu_machine() -> float:
+    """CPU seconds every process on the machine has used since boot (Linux /proc/stat; 0 elsewhere)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return 0.0
+    busy = sum(int(x) for i, x in enumerate(fields) if i not in (3, 4))  # all but idle and iowait
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(max_wait: float) -> float:
+    """Wait (at most max_wait seconds) until other processes use < NOISY of a core over 5 s; return the wait."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait:
+        m0 = cpu_machine()
+        time.sleep(5)
+        if cpu_machine() - m0 < NOISY * 5:
+            break
+    return time.perf_counter() - t0
+
+
+def timed(cmd: list[str], log: Path, cwd: Path) -> tuple[float, float, float]:
+    """Run cmd to completion, stdout+stderr to log; exit on failure. Return its wall and user+sys CPU seconds,
+    and the CPU seconds other processes used meanwhile (a noise gauge: this machine may be shared)."""
     with open(log, "w") as f:
-        c0, t0 = cpu_children(), time.perf_counter()
+        m0, c0, t0 = cpu_machine(), cpu_children(), time.perf_counter()
         proc = subprocess.run(cmd, cwd=cwd, env=env(), stdout=f, stderr=subprocess.STDOUT)
-        wall, cpu = time.perf_counter() - t0, cpu_children() - c0
+        wall, cpu, others = time.perf_counter() - t0, cpu_children() - c0, cpu_machine() - m0
     if proc.returncode:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
         sys.exit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n--- last lines of {log} ---\n{tail}")
-    return wall, cpu
+    return wall, cpu, max(others - cpu, 0.0)
+
+
+def snapshot(dest: Path) -> Path:
+    """Copy the package and its configs, so that edits to the working tree during the benchmark cannot mix
+    versions between runs. `python -m drift_exp` run from `dest` imports this copy (the current directory comes
+    first on sys.path, before the editable install)."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("drift_exp", "conf"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore, dirs_exist_ok=True)
+    return dest
 
 
 def project_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
-    return [sys.executable, "-m", "drift_exp", "iterations=1", "tracking.mode=disabled",
+    # eval.benchmarks=[]: the baseline evaluates nothing, so neither does the project side.
+    return [sys.executable, "-m", "drift_exp", "iterations=1", "tracking.mode=disabled", "eval.benchmarks=[]",
             f"hydra.run.dir={run_dir}", *overrides]
 
 
@@ -164,14 +198,15 @@ def baseline_params(cfg: dict[str, Any]) -> dict[str, Any]:
     t, g = cfg["trainer"], cfg["generation"]
     if t["global_batch_size"] != t["micro_batch_size"]:
         sys.exit("the baseline assumes trainer.global_batch_size == trainer.micro_batch_size (no accumulation)")
-    if cfg["method"]["prompt_format"] != "plain" or not cfg["method"]["guided"] or cfg["method"]["n_samples"] != 1:
+    m = cfg["method"]
+    if m["kind"] != "drift" or m["prompt_format"] != "plain" or not m["guided"] or m["n_samples"] != 1:
         sys.exit("the baseline implements guided DRIFT with the plain prompt format and one sample per record")
     if g["top_k"] != -1 or g["repetition_penalty"] != 1.0:
         sys.exit("the baseline samples with top_k and repetition_penalty off (the project's defaults)")
     alpha = t["rpo_alpha"]
     return {
         "seed": cfg["seed"],
-        "max_dsat": cfg["setting"]["max_dsat"],
+        "max_dsat": cfg["setting"].get("max_records", cfg["setting"].get("max_dsat")),  # renamed in the project
         "instruction": cfg["method"]["instruction"],
         "generation": {k: g[k] for k in ("temperature", "top_p", "max_new_tokens", "max_prompt_length", "batch_size")},
         "dpo": {
@@ -236,6 +271,10 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/bench_iteration.json"), help="JSON results")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (run dirs, logs, checkpoints)")
     ap.add_argument("--workdir", type=Path, default=None, help="work directory (default: a new one under /tmp)")
+    ap.add_argument("--quiet-wait", type=float, default=0, metavar="S",
+                    help="before each timed run, wait up to S seconds for other processes to go idle (shared machines)")
+    ap.add_argument("--retries", type=int, default=0, metavar="N",
+                    help="rerun a run disturbed by other processes up to N times (the disturbed one is discarded)")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for both sides, after '--'")
     a = ap.parse_args()
     overrides = list(a.overrides)
@@ -246,9 +285,10 @@ def main() -> None:
     logs = work / "logs"
     logs.mkdir(exist_ok=True)
 
+    src = snapshot(work / "src")
     setup = work / "setup"
-    print(f"work directory {work}\nsetup (not timed): warm start ...", flush=True)
-    setup_s, _ = timed(project_cmd(setup, [*overrides, "run.stop_after=warm_start"]), logs / "setup.log", REPO)
+    print(f"work directory {work} (project snapshot in {src})\nsetup (not timed): warm start ...", flush=True)
+    setup_s, _, _ = timed(project_cmd(setup, [*overrides, "run.stop_after=warm_start"]), logs / "setup.log", src)
     ckpt, records = setup / "iter_0" / "checkpoint", setup / "data" / "records.jsonl"
     if not (ckpt / "config.json").exists() or not records.exists():
         sys.exit(f"setup did not leave {ckpt} and {records}")
@@ -259,41 +299,45 @@ def main() -> None:
     script.write_text(BASELINE)
     print(f"setup took {setup_s:.1f}s; timing {a.repeats} runs of each side", flush=True)
 
+    def run_project(r: int) -> dict[str, Any]:
+        run_dir = work / f"proj_{r}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(setup, run_dir)
+        wall, cpu, others = timed(project_cmd(run_dir, overrides), logs / f"proj_{r}.log", src)
+        return {"wall_s": wall, "cpu_s": cpu, "others_cpu_s": others, "split": project_split(run_dir, wall)}
+
+    def run_baseline(r: int) -> dict[str, Any]:
+        out_dir = work / f"base_{r}"
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir()
+        cmd = [sys.executable, str(script), str(ckpt), str(records), str(work / "baseline_params.json"),
+               str(out_dir), str(out_dir / "dump.json")]
+        wall, cpu, others = timed(cmd, logs / f"base_{r}.log", out_dir)
+        if not (out_dir / "checkpoint" / "config.json").exists():
+            sys.exit(f"baseline run {r} saved no model in {out_dir}/checkpoint")
+        dumps[r] = json.loads((out_dir / "dump.json").read_text())
+        return {"wall_s": wall, "cpu_s": cpu, "others_cpu_s": others, "split": baseline_split(dumps[r], wall)}
+
     runs: list[dict[str, Any]] = []
-    checks: list[dict[str, Any]] = []
-    first_proj: Path | None = None
-    pending_dumps: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
+    dumps: dict[int, dict[str, Any]] = {}
     for r in range(a.repeats):
         for side in ("project", "baseline") if r % 2 == 0 else ("baseline", "project"):
-            if side == "project":
-                run_dir = work / f"proj_{r}"
-                shutil.rmtree(run_dir, ignore_errors=True)
-                shutil.copytree(setup, run_dir)
-                load = os.getloadavg()[0]
-                wall, cpu = timed(project_cmd(run_dir, overrides), logs / f"proj_{r}.log", REPO)
-                split = project_split(run_dir, wall)
-                first_proj = first_proj or run_dir
-            else:
-                out_dir = work / f"base_{r}"
-                shutil.rmtree(out_dir, ignore_errors=True)
-                out_dir.mkdir()
-                dump_path = out_dir / "dump.json"
-                cmd = [sys.executable, str(script), str(ckpt), str(records), str(work / "baseline_params.json"),
-                       str(out_dir), str(dump_path)]
-                load = os.getloadavg()[0]
-                wall, cpu = timed(cmd, logs / f"base_{r}.log", out_dir)
-                if not (out_dir / "checkpoint" / "config.json").exists():
-                    sys.exit(f"baseline run {r} saved no model in {out_dir}/checkpoint")
-                dump = json.loads(dump_path.read_text())
-                split = baseline_split(dump, wall)
-                pending_dumps.append(dump)
-            runs.append({"side": side, "repeat": r, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                         "loadavg_1min_before": round(load, 2), "split": split})
-            print(f"  {side:8s} run {r}: {wall:7.1f}s wall, {cpu:7.1f}s cpu, load {load:.2f} before  {split}",
-                  flush=True)
-            if first_proj is not None:
-                checks += [same_work(first_proj, d) for d in pending_dumps]
-                pending_dumps = []
+            for attempt in range(a.retries + 1):
+                waited = wait_quiet(a.quiet_wait) if a.quiet_wait > 0 else 0.0
+                rec = run_project(r) if side == "project" else run_baseline(r)
+                rec = {"side": side, "repeat": r, "attempt": attempt, "waited_s": round(waited, 1),
+                       **{k: round(v, 2) if isinstance(v, float) else v for k, v in rec.items()}}
+                disturbed = rec["others_cpu_s"] > NOISY * rec["wall_s"]
+                print(f"  {side:8s} run {r}: {rec['wall_s']:6.1f}s wall, {rec['cpu_s']:6.1f}s cpu, "
+                      f"others {rec['others_cpu_s']:5.1f}s cpu{' (disturbed)' if disturbed else ''}  {rec['split']}",
+                      flush=True)
+                if disturbed and attempt < a.retries:
+                    discarded.append(rec)
+                    continue
+                runs.append(rec)
+                break
+    checks = [same_work(work / "proj_0", d) for _, d in sorted(dumps.items())]
 
     med_p, med_b = med(runs, "project", "wall_s"), med(runs, "baseline", "wall_s")
     ratio = med_p / med_b
@@ -304,6 +348,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "setup_s": round(setup_s, 2),
         "runs": runs,
+        "discarded_disturbed_runs": discarded,
         "median_s": {"project": med_p, "baseline": med_b},
         "median_cpu_s": {side: med(runs, side, "cpu_s") for side in ("project", "baseline")},
         "median_split_s": {side: {k: med(runs, side, k) for k in ("generate_s", "train_s", "train_runtime_s",
@@ -311,6 +356,7 @@ def main() -> None:
         "ratio": round(ratio, 3),
         "goal": GOAL,
         "meets_goal": ratio <= GOAL,
+        "disturbed_runs": sum(x["others_cpu_s"] > NOISY * x["wall_s"] for x in runs),
         "same_work": checks,
         "baseline_params": params,
         "work_dir": str(work) if a.keep else None,
@@ -318,16 +364,20 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(result, indent=2))
 
-    print("\n| run | side | wall s | cpu s | generate s | train s (trainer runtime s) | other s |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| run | side | wall s | cpu s | generate s | train s (trainer runtime s) | other s | others' cpu s |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for x in runs:
         s = x["split"]
         print(f"| {x['repeat']} | {x['side']} | {x['wall_s']:.1f} | {x['cpu_s']:.1f} | {s['generate_s']:.1f} | "
-              f"{s['train_s']:.1f} ({s['train_runtime_s']:.1f}) | {s['other_s']:.1f} |")
+              f"{s['train_s']:.1f} ({s['train_runtime_s']:.1f}) | {s['other_s']:.1f} | {x['others_cpu_s']:.1f} |")
     for side in ("project", "baseline"):
         m = result["median_split_s"][side]
         print(f"| median | {side} | {result['median_s'][side]:.1f} | {result['median_cpu_s'][side]:.1f} | "
-              f"{m['generate_s']:.1f} | {m['train_s']:.1f} ({m['train_runtime_s']:.1f}) | {m['other_s']:.1f} |")
+              f"{m['generate_s']:.1f} | {m['train_s']:.1f} ({m['train_runtime_s']:.1f}) | {m['other_s']:.1f} | |")
+    noisy = [x for x in runs if x["others_cpu_s"] > NOISY * x["wall_s"]]
+    if noisy:
+        print(f"warning: other processes used > {NOISY:.0%} of a core during {len(noisy)} of {len(runs)} runs; "
+              "the machine was shared and these timings are noisy")
     verdict = "meets" if ratio <= GOAL else "misses"
     print(f"\nratio median(project) / median(baseline) = {ratio:.3f} ({verdict} the goal <= {GOAL})")
     for c in checks:
