@@ -14,6 +14,7 @@ the DPO pairs from what came back. Table 2 of the paper is the specification:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Protocol
 
 from drift_exp.config import MethodConfig
@@ -63,6 +64,19 @@ def seed_pairs(records: list[FeedbackRecord]) -> list[PreferencePair]:
                        meta={"record_id": r.id, "chosen_from": "sat_revision", "rejected_from": "dsat_reply"})
         for r in records if r.kind == "seed"
     ]
+
+
+def each_sample(records: list[FeedbackRecord], completions: list[Completion],
+                stats: Counter) -> Iterator[tuple[FeedbackRecord, int, str]]:
+    """(record, sample index, text) for every non-empty policy sample; empty ones are counted, not paired."""
+    by_id = {r.id: r for r in records}
+    for comp in completions:
+        rec = by_id[comp.record_id]
+        for i, text in enumerate(comp.outputs):
+            if not text.strip():
+                stats["skipped_empty_sample"] += 1
+                continue
+            yield rec, i, text
 
 
 def pair(rec: FeedbackRecord, suffix: str, chosen: str, rejected: str, **meta) -> PreferencePair:

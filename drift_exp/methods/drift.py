@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from drift_exp.config import MethodConfig
-from drift_exp.methods import is_ultrafeedback, pair
+from drift_exp.methods import each_sample, is_ultrafeedback, pair
 from drift_exp.methods.prompts import guided_request, plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
@@ -33,17 +33,9 @@ class Drift:
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]:
-        by_id = {r.id: r for r in records}
         self.stats = Counter()
-        out = []
-        for comp in completions:
-            rec = by_id[comp.record_id]
-            for i, text in enumerate(comp.outputs):
-                if not text.strip():
-                    self.stats["skipped_empty_sample"] += 1
-                    continue
-                out.append(pair(rec, f"s{i}", chosen=text, rejected=rec.rejected, sampled="chosen",
-                                sample_index=i, chosen_from="policy",
-                                rejected_from="dsat_reply" if rec.kind == "dsat" else "dataset_rejected"))
+        out = [pair(rec, f"s{i}", chosen=text, rejected=rec.rejected, sampled="chosen", sample_index=i,
+                    chosen_from="policy", rejected_from="dsat_reply" if rec.kind == "dsat" else "dataset_rejected")
+               for rec, i, text in each_sample(records, completions, self.stats)]
         self.stats["pairs"] = len(out)
         return out
