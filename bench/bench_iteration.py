@@ -101,7 +101,7 @@ for s in range(0, len(order), gen["batch_size"]):
     inputs = tok([prompts[i] for i in batch], padding=True, return_tensors="pt", **enc).to(device)
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=True, temperature=gen["temperature"], top_p=gen["top_p"],
-                             max_new_tokens=gen["max_new_tokens"], pad_token_id=tok.pad_token_id)
+                             top_k=0, max_new_tokens=gen["max_new_tokens"], pad_token_id=tok.pad_token_id)
     texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     for i, text in zip(batch, texts):
         outputs[i] = text.strip()
