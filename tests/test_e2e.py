@@ -110,8 +110,7 @@ def test_one_offline_wandb_run_per_iteration(full_run):
     run1 = next(p for p in runs if p.name.endswith((full_run / "iter_1" / "wandb_id").read_text().strip()))
     out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run1)], capture_output=True,
                          text=True, timeout=120)
-    if out.returncode != 0:
-        pytest.skip(f"wandb leet inspect unavailable: {out.stderr[-300:]}")
+    assert out.returncode == 0, out.stderr[-1000:]  # the pinned wandb CLI reads offline runs
     info = json.loads(out.stdout)
     assert info["name"] == "sample-tiny-drift-controlled-s42-iter1" and info["state"] == "finished"
     assert set(info["tags"]) == {"method:drift", "data:sample", "model:tiny", "setting:controlled"}
