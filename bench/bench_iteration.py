@@ -22,13 +22,20 @@ Each side is timed as a whole subprocess (interpreter start, imports, loading, w
             authors' gen-drift.py format, as in drift_exp.methods.prompts.plain_guided_text). The settings it
             uses come from the setup run's resolved config.yaml, so overrides reach both sides.
 
+Both project commands also pass `eval.benchmarks=[]` (the baseline evaluates nothing). They run from a snapshot
+of drift_exp/ and conf/ copied into the work directory at start, so edits to the working tree during the
+benchmark cannot mix versions.
+
 Setup (not timed): `python -m drift_exp iterations=1 tracking.mode=disabled hydra.run.dir=<work>/setup
 run.stop_after=warm_start`. The runs alternate (proj, base, base, proj, ...) to spread machine noise. The report
 gives every run's wall time, the medians, the ratio median(project) / median(baseline) (goal: <= 1.10), the
 split each side records (project: iter_1/DONE generate seconds and train wall/runtime; baseline: its own
 timers), and checks that both sides built identical prompts and sampled identical completions (same work).
+The CPU seconds other processes used during each run are recorded too: on a shared machine, `--quiet-wait`
+waits for them to go idle before a run and `--retries` reruns a disturbed run.
 
-Usage: python bench/bench_iteration.py [--repeats 3] [--max-new-tokens N] [--out FILE] [--keep] [-- OVERRIDES]
+Usage: python bench/bench_iteration.py [--repeats 3] [--max-new-tokens N] [--out FILE] [--keep]
+                                       [--quiet-wait S] [--retries N] [-- OVERRIDES]
 """
 
 from __future__ import annotations
