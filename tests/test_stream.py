@@ -160,13 +160,11 @@ def test_damaged_cache_entry_is_a_miss_and_is_rebuilt(cached_env, tmp_path, capl
     assert _load(cached_env)[1]["cache"] == "miss"
 
 
-def test_cache_root_matches_the_model_cache(monkeypatch, tmp_path):
-    from drift_exp.training import models
-
+def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DRIFT_EXP_CACHE", str(tmp_path))
-    assert cache.cache_root() == models.cache_root()
+    assert cache.cache_root() == tmp_path
     monkeypatch.delenv("DRIFT_EXP_CACHE")
-    assert cache.cache_root() == models.cache_root()
+    assert cache.cache_root() == Path.home() / ".cache" / "drift_exp"
 
 
 # --- memory ---------------------------------------------------------------------------------------------

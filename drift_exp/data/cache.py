@@ -32,8 +32,8 @@ MIN_BYTES = 32 * 2**20
 
 
 def cache_root() -> Path:
-    """Same as drift_exp.training.models.cache_root (DRIFT_EXP_CACHE, else ~/.cache/drift_exp); repeated here
-    because importing that module imports torch, which alone costs most of a cached rerun's time."""
+    """The project's cache folder (tiny models, extracted records): $DRIFT_EXP_CACHE, else ~/.cache/drift_exp.
+    Lives here, not beside the model code, so reading data never imports torch."""
     return Path(os.environ.get("DRIFT_EXP_CACHE", Path.home() / ".cache" / "drift_exp")).expanduser()
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.errors import DataError
+from drift_exp.records import iter_jsonl
 
 SAMPLES = Path(__file__).parent / "samples"
 SAMPLE_FILES = {"alpaca_eval": "alpaca_eval.json", "wildbench": "wildbench_v2.json", "proxy": "proxy_prompts.json"}
@@ -43,16 +44,9 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
         import pandas as pd
 
         return json.loads(pd.read_parquet(path).to_json(orient="records"))
-    text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
-        return rows
+        return [row for _, row in iter_jsonl(path)]
+    text = path.read_text(encoding="utf-8")
     try:
         rows = json.loads(text)
     except json.JSONDecodeError as err:

@@ -12,16 +12,13 @@ from pathlib import Path
 import torch
 
 from drift_exp.config import ModelConfig, TinyModelConfig
+from drift_exp.data.cache import cache_root  # the one cache folder; defined there so data loading skips torch
 
 # ChatML, the format of Qwen2.5's template without its tool-calling branches.
 CHATML = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>'"
     " + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DRIFT_EXP_CACHE", Path.home() / ".cache" / "drift_exp")).expanduser()
 
 
 def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm") -> Path:
