@@ -203,8 +203,8 @@ def project_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
 def baseline_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the baseline needs, from the project's resolved config (mapped like drift_exp/training/dpo.py)."""
     t, g = cfg["trainer"], cfg["generation"]
-    if t["global_batch_size"] != t["micro_batch_size"]:
-        sys.exit("the baseline assumes trainer.global_batch_size == trainer.micro_batch_size (no accumulation)")
+    if t["global_batch_size"] not in (None, t["micro_batch_size"]):  # null: micro_batch_size per device
+        sys.exit("the baseline assumes trainer.global_batch_size null or == trainer.micro_batch_size (no accumulation)")
     m = cfg["method"]
     if m["kind"] != "drift" or m["prompt_format"] != "plain" or not m["guided"] or m["n_samples"] != 1:
         sys.exit("the baseline implements guided DRIFT with the plain prompt format and one sample per record")

@@ -127,9 +127,12 @@ class TrainerConfig:
     optim: str = "rmsprop"
     lr_scheduler_type: str = "linear"
     warmup_ratio: float = 0.1
-    # The global batch: micro batch x gradient accumulation x world size, whatever the world size.
-    global_batch_size: int = 4
-    # Largest per-device batch; gradient accumulation makes up the rest of the global batch.
+    # null: the authors' batch, micro_batch_size pairs per device and no accumulation, so the effective
+    # batch is 4 x world size (32 on 8 GPUs). Set: pins the effective batch (micro x accumulation x world
+    # size) whatever the number of GPUs; the world size must divide it.
+    global_batch_size: int | None = None
+    # Pairs per device per step (the authors' per_device_train_batch_size: 4); with global_batch_size set,
+    # the largest per-device batch, gradient accumulation making up the rest.
     micro_batch_size: int = 4
     max_length: int = 2048
     # null: bf16 where the hardware supports it (GPUs with bf16), fp32 otherwise.
@@ -284,8 +287,8 @@ def validate(cfg: Config) -> None:
         ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
         ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,
          f"must be in [0, 1), got {cfg.trainer.warmup_ratio}"),
-        ("trainer.global_batch_size", cfg.trainer.global_batch_size >= 1,
-         f"must be >= 1, got {cfg.trainer.global_batch_size}"),
+        ("trainer.global_batch_size", cfg.trainer.global_batch_size is None or cfg.trainer.global_batch_size >= 1,
+         f"must be >= 1 or null (micro_batch_size per device), got {cfg.trainer.global_batch_size}"),
         ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
          f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
         ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),

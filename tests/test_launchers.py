@@ -58,7 +58,9 @@ def test_local_launcher_zero3_on_two_cpu_processes(tmp_path, model_cache):
     assert "--num_processes 2" in (it / "train.log").read_text().splitlines()[0]
     train = json.loads((it / "metrics.json").read_text())["train"]
     assert train["world_size"] == 2 and train["deepspeed"]
-    assert (train["micro_batch_size"], train["gradient_accumulation_steps"]) == (2, 1)  # global batch 4 kept
+    # the authors' batch: 4 pairs per device, no accumulation, effective 4 x world size
+    assert (train["per_device_batch_size"], train["gradient_accumulation_steps"], train["effective_batch_size"]) == (
+        4, 1, 8)
     assert train["parameters_held_whole_on_rank0"] == 0  # ZeRO-3: every parameter partitioned
     assert 0 < train["parameter_shard_on_rank0"] < train["parameters"]
     losses = [h["loss"] for h in train["history"]]

@@ -21,17 +21,34 @@ from drift_exp.training.models import load_policy, load_tokenizer
 log = logging.getLogger(__name__)
 
 
-def derive_batch(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) so that per-device x accumulation x world = global."""
+def derive_batch(global_batch: int | None, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) for `world_size` data-parallel ranks.
+
+    global_batch None (the default): the authors' semantics, `micro_batch` pairs per device and no
+    accumulation, so the effective batch is micro_batch x world size (4 x 8 = 32 on their node).
+    global_batch set: per-device x accumulation x world = global_batch whatever the world size, with the
+    largest per-device batch <= micro_batch that divides the per-rank share.
+    """
+    if global_batch is None:
+        return micro_batch, 1
     if global_batch % world_size:
         raise ConfigError(f"trainer.global_batch_size={global_batch} is not divisible by the world size "
-                          f"{world_size}; choose a multiple of {world_size} (the authors' YAMLs, 4 per device on "
-                          "8 GPUs, amount to 32), or train on fewer processes (launcher.num_processes)")
+                          f"{world_size}; choose a multiple of {world_size}, set trainer.global_batch_size=null "
+                          f"(the authors' semantics: trainer.micro_batch_size pairs per device, 4 x {world_size} = "
+                          f"{4 * world_size} on {world_size} GPUs), or train on fewer processes (launcher.num_processes)")
     per_rank = global_batch // world_size
     micro = min(micro_batch, per_rank)
     while per_rank % micro:  # the largest micro batch <= micro_batch that divides the per-rank batch
         micro -= 1
     return micro, per_rank // micro
+
+
+def batch_stats(cfg: TrainerConfig, world_size: int) -> dict[str, Any]:
+    """The batch arithmetic of a stage, as metrics.json and W&B record it."""
+    micro, accum = derive_batch(cfg.global_batch_size, cfg.micro_batch_size, world_size)
+    return {"per_device_batch_size": micro, "gradient_accumulation_steps": accum, "world_size": world_size,
+            "effective_batch_size": micro * accum * world_size,
+            "batch_semantics": "authors (per device)" if cfg.global_batch_size is None else "pinned global"}
 
 
 def loss_settings(cfg: TrainerConfig) -> dict[str, Any]:
@@ -182,8 +199,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "dropped_too_long": len(pairs) - used,
         "epochs": epochs,
         "micro_batch_size": micro,
-        "gradient_accumulation_steps": accum,
-        "world_size": world_size,
+        **batch_stats(cfg, world_size),
         "deepspeed": deepspeed_config is not None,
         "parameters": full,
         "parameters_held_whole_on_rank0": local,  # 0 under ZeRO-3: every parameter is partitioned
