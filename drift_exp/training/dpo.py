@@ -35,7 +35,8 @@ def derive_batch(global_batch: int | None, micro_batch: int, world_size: int) ->
         raise ConfigError(f"trainer.global_batch_size={global_batch} is not divisible by the world size "
                           f"{world_size}; choose a multiple of {world_size}, set trainer.global_batch_size=null "
                           f"(the authors' semantics: trainer.micro_batch_size pairs per device, 4 x {world_size} = "
-                          f"{4 * world_size} on {world_size} GPUs), or train on fewer processes (launcher.num_processes)")
+                          f"{4 * world_size} on {world_size} GPUs), or train on fewer processes "
+                          "(launcher.num_processes)")
     per_rank = global_batch // world_size
     micro = min(micro_batch, per_rank)
     while per_rank % micro:  # the largest micro batch <= micro_batch that divides the per-rank batch
