@@ -170,7 +170,8 @@ class GenerationConfig:
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
     batch_size: int = 16
-    # vLLM only. null: every visible GPU (1 on CPU).
+    # vLLM only: GPUs per engine. null: the smallest size legal for the model's heads that fits its weights
+    # and a useful KV cache (drift_exp/generation/layout.py); the node's other GPUs run more replicas.
     tensor_parallel_size: int | None = None
     gpu_memory_utilization: float = 0.9
     enforce_eager: bool = False
@@ -178,6 +179,10 @@ class GenerationConfig:
     max_model_len: int | None = None
     # Any other vllm.LLM argument.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them and
+    # the completions do not depend on their number. null: vLLM, the GPUs // tensor_parallel_size; HF, one
+    # per GPU (1 on CPU). See drift_exp/generation/layout.py.
+    replicas: int | None = None
 
 
 @dataclass
@@ -204,6 +209,9 @@ class LauncherConfig:
     # Train with DeepSpeed ZeRO-3 (local, slurm); the config is generated per stage with concrete values.
     deepspeed: bool = True
     main_process_port: int = 29500
+    # Memory of one GPU in GB (GiB), for the preflight's memory checks (python -m drift_exp.plan).
+    # null: the visible GPU's, or no memory check where there is none.
+    gpu_memory_gb: float | None = None
 
 
 @dataclass
@@ -222,6 +230,9 @@ class RunConfig:
     overwrite: bool = False
     # Folder name under outputs/sweeps/ for multirun.
     sweep_name: str = "multirun"
+    # Run the preflight checks of `python -m drift_exp.plan` (layout, batch, memory, data, judge keys,
+    # disk) before anything is read or written; false skips them.
+    preflight: bool = True
 
 
 @dataclass

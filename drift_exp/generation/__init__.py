@@ -10,7 +10,14 @@ from drift_exp.records import Completion, GenRequest
 
 
 class Generator(Protocol):
+    output_tokens: int  # generated tokens of the last call
+
     def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]: ...
+
+    def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
+                       replicas: int) -> dict[int, Completion]:
+        """Replica `replica` of `replicas`: its share of the requests' completions, by request index."""
+        ...
 
 
 def render_prompt(tokenizer, request: GenRequest) -> str:

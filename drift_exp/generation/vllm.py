@@ -12,8 +12,10 @@ HF backend without vLLM installed:
   defaults (e.g. Qwen's top_k=20) out, so only the settings of `generation.*` apply.
 
 Seeds: `LLM(seed=seed)`, and every request gets its own seed derived from (seed, request index), so a
-request's samples do not depend on what else is in the batch. The two backends use different random
-generators: the same seed gives samples from the same distribution, not the same samples.
+request's samples do not depend on what else is in the batch, nor on how many replicas share the
+requests (`generate_share`: replica r of R takes the requests i with i % R == r, keeping their index).
+The two backends use different random generators: the same seed gives samples from the same
+distribution, not the same samples.
 
 GPU memory: vLLM holds its weights and KV cache (`gpu_memory_utilization` of each GPU) until the
 process ends; its engine core and tensor-parallel workers are child processes. `generate` shuts the
@@ -105,6 +107,28 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def default_tensor_parallel(cfg: GenerationConfig, model_path: str) -> int:
+    """generation.tensor_parallel_size null: the smallest legal size for the visible GPUs (layout.py), or
+    every visible GPU when the model's shape is unknown."""
+    from drift_exp.generation.layout import choose_layout
+    from drift_exp.model_shapes import ShapeUnknown, model_shape
+
+    gpus = visible_gpus()
+    try:
+        shape = model_shape(model_path)
+    except ShapeUnknown:
+        return max(1, gpus)
+    return choose_layout(cfg, shape, gpus, gpu_memory_gib()).tensor_parallel
+
+
+def gpu_memory_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
     """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
     from drift_exp.training.models import torch_dtype
@@ -118,7 +142,7 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         # vLLM's "auto" (the checkpoint's dtype).
         "dtype": str(torch_dtype(model_dtype)).removeprefix("torch."),
         "seed": seed,
-        "tensor_parallel_size": tp if tp is not None else max(1, visible_gpus()),
+        "tensor_parallel_size": tp if tp is not None else default_tensor_parallel(cfg, model_path),
         "gpu_memory_utilization": getattr(cfg, "gpu_memory_utilization", 0.9),
         "enforce_eager": getattr(cfg, "enforce_eager", False),
         # Every prompt (<= max_prompt_length) plus its reply fits; a smaller KV cache than the model's full
@@ -162,20 +186,30 @@ class VLLMGenerator:
     def __init__(self, cfg: GenerationConfig, model_dtype: str = "auto"):
         self.cfg = cfg
         self.model_dtype = model_dtype
+        self.output_tokens = 0  # generated tokens of the last call
 
     def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]:
+        share = self.generate_share(model_path, requests, seed, 0, 1)
+        return [share[i] for i in range(len(requests))]
+
+    def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
+                       replicas: int) -> dict[int, Completion]:
+        """Completions of requests i with i % replicas == replica, by request index. Request i is sampled
+        with request_seed(seed, i) whatever the number of replicas."""
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
         from drift_exp.training.models import load_tokenizer
 
-        if not requests:
-            return []
+        self.output_tokens = 0
+        mine = [i for i in range(len(requests)) if i % replicas == replica]
+        if not mine:
+            return {}
         tok = load_tokenizer(model_path, padding_side="left")
-        prompt_ids, truncated = build_inputs(tok, requests, self.cfg)
+        prompt_ids, truncated = build_inputs(tok, [requests[i] for i in mine], self.cfg)
         stops = stop_token_ids(model_path, tok)
-        params = [SamplingParams(**sampling_kwargs(self.cfg, req.n, request_seed(seed, i), stops))
-                  for i, req in enumerate(requests)]
+        params = [SamplingParams(**sampling_kwargs(self.cfg, requests[i].n, request_seed(seed, i), stops))
+                  for i in mine]
         llm = LLM(**engine_kwargs(self.cfg, model_path, self.model_dtype, seed))
         try:
             outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=True)
@@ -184,16 +218,18 @@ class VLLMGenerator:
             del llm
             _release_memory()
         stop_set = set(stops)
-        completions = []
-        for req, ids, cut, out in zip(requests, prompt_ids, truncated, outputs, strict=True):
+        completions: dict[int, Completion] = {}
+        for i, ids, cut, out in zip(mine, prompt_ids, truncated, outputs, strict=True):
+            req = requests[i]
             samples = sorted(out.outputs, key=lambda o: o.index)
             if len(samples) != req.n:
                 raise RuntimeError(f"vLLM returned {len(samples)} samples for {req.record_id}/{req.slot}, "
                                    f"asked for {req.n}")
-            completions.append(Completion(
+            self.output_tokens += sum(len(o.token_ids) for o in samples)
+            completions[i] = Completion(
                 record_id=req.record_id, slot=req.slot,
                 outputs=[o.text.strip() for o in samples],
                 prompt_tokens=len(ids), truncated_prompt=cut,
                 finished=[_finished(o.finish_reason, o.token_ids, stop_set) for o in samples],
-            ))
+            )
         return completions
