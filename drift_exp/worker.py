@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
                                                    "[%(name)s][%(levelname)s] - %(message)s")
     cfg = load_config(args.run_dir)
+    from drift_exp.training.models import set_trust_remote_code
+
+    set_trust_remote_code(cfg.model.trust_remote_code)
     try:
         if args.stage == "generate":
             generate(cfg, args.run_dir, args.iteration)

@@ -221,7 +221,7 @@ def test_engine_kwargs(monkeypatch):
     kw = engine_kwargs(cfg, "/m", "bfloat16", seed=7)
     assert kw == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 7, "tensor_parallel_size": 4,
                   "gpu_memory_utilization": 0.9, "enforce_eager": False, "max_model_len": 1280,
-                  "generation_config": "vllm"}
+                  "generation_config": "vllm", "trust_remote_code": False}
     kw = engine_kwargs(replace(cfg, tensor_parallel_size=2, max_model_len=4096, enforce_eager=True,
                                engine_kwargs={"swap_space": 8}), "/m", "float32", seed=7)
     assert (kw["tensor_parallel_size"], kw["max_model_len"], kw["enforce_eager"], kw["swap_space"]) == (2, 4096,

@@ -65,10 +65,13 @@ def stop_token_ids(model_path: str, tokenizer) -> list[int]:
     from transformers import AutoConfig
     from transformers import GenerationConfig as HFGenerationConfig
 
+    from drift_exp.training.models import trust_remote_code
+
     try:
         gen = HFGenerationConfig.from_pretrained(model_path)
     except OSError:  # no generation_config.json: transformers derives it from config.json
-        gen = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
+        gen = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path,
+                                                                              trust_remote_code=trust_remote_code()))
     eos = gen.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     return sorted(i for i in ids if i is not None)
@@ -131,7 +134,7 @@ def gpu_memory_gib() -> float | None:
 
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
     """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
-    from drift_exp.training.models import torch_dtype
+    from drift_exp.training.models import torch_dtype, trust_remote_code
 
     tp = getattr(cfg, "tensor_parallel_size", None)
     max_model_len = getattr(cfg, "max_model_len", None)
@@ -150,6 +153,7 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         "max_model_len": max_model_len if max_model_len is not None else cfg.max_prompt_length + cfg.max_new_tokens,
         # Do not merge the checkpoint's generation_config.json sampling defaults into our settings.
         "generation_config": "vllm",
+        "trust_remote_code": trust_remote_code(),  # model.trust_remote_code
     }
     kwargs.update(dict(getattr(cfg, "engine_kwargs", None) or {}))
     return kwargs

@@ -105,6 +105,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     from trl import DPOConfig
 
     from drift_exp.training.diagnostics import SignalDPOTrainer
+    from drift_exp.training.guards import NonFiniteGuard  # NaN/inf loss or weights: the stage fails
 
     cuda = torch.cuda.is_available()
     if deepspeed_config is not None:
@@ -165,7 +166,8 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         dataset = load_from_disk(str(data_dir))
     # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics.
     trainer = SignalDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                               processing_class=tok, callbacks=[_KillAt(stage).callback], signal_tau=cfg.signal_tau)
+                               processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
+                               signal_tau=cfg.signal_tau)
     used = len(trainer.train_dataset)
     if used < len(pairs):  # TRL drops pairs whose prompt alone fills max_length; say so, never silently
         log.warning("%s: %d of %d pairs dropped by TRL: the prompt alone exceeds trainer.max_length=%d",
