@@ -47,6 +47,10 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.run.preflight:  # python -m drift_exp.plan's checks, before any data is read or anything written
+        from drift_exp.plan import preflight
+
+        preflight(cfg, run_dir)
     rd = RunDir(run_dir, cfg.run.overwrite)
     resolved = OmegaConf.to_container(dcfg, resolve=True)
     (rd.root / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
