@@ -210,7 +210,7 @@ def _sources(cfg: Config, job: JobPlan) -> None:
         try:
             local_or_hub(source)
         except DataError as err:
-            job.problems.append((key, str(err).split(": ", 1)[-1]))
+            job.problems.append((key, str(err)))
 
 
 def _judge(cfg: Config, job: JobPlan) -> None:
