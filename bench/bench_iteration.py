@@ -7,7 +7,8 @@ same DSAT records, on the tiny random Qwen2 model and the bundled sample data, o
 
   1. build the guided prompts (the authors' plain-text format) for every DSAT record,
   2. sample one chosen reply per record from pi_0 (temperature/top_p/max_new_tokens/batch size from the
-     project's config, left padding, longest prompts first, seeded with seed * 1000 + 1 like the project),
+     project's config, left padding, longest prompts first, each batch seeded from seed * 1000 + 1 and its
+     index like the project),
   3. make the TRL conversational pairs {prompt, chosen: the sample, rejected: the DSAT reply},
   4. train one epoch of TRL DPO (the project's DPOConfig settings) and save the model.
 
@@ -60,6 +61,7 @@ GOAL = 1.10
 NOISY = 0.10  # others' CPU seconds per wall second above which a run is flagged as disturbed
 
 BASELINE = r'''"""Hand-written DRIFT iteration 1 (transformers + TRL): guided sampling from pi_0, one epoch of DPO."""
+import hashlib
 import json
 import random
 import sys
@@ -102,9 +104,11 @@ enc = dict(add_special_tokens=False, truncation=True, max_length=gen["max_prompt
 lengths = [len(ids) for ids in tok(prompts, **enc)["input_ids"]]
 order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
 outputs = [""] * len(prompts)
-torch.manual_seed(seed * 1000 + 1)
 for s in range(0, len(order), gen["batch_size"]):
     batch = order[s:s + gen["batch_size"]]
+    # each batch seeded by its index, as the project does (replica-invariant sampling)
+    digest = hashlib.sha256(f"{seed * 1000 + 1}:{s // gen['batch_size']}".encode()).digest()
+    torch.manual_seed(int.from_bytes(digest[:4], "little") & 0x7FFFFFFF)
     inputs = tok([prompts[i] for i in batch], padding=True, return_tensors="pt", **enc).to(device)
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=True, temperature=gen["temperature"], top_p=gen["top_p"],

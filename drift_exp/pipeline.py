@@ -44,6 +44,10 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.run.preflight:  # python -m drift_exp.plan's checks, before any data is read or anything written
+        from drift_exp.plan import preflight
+
+        preflight(cfg, run_dir)
     rd = RunDir(run_dir, cfg.run.overwrite)
     with rd.locked():
         return _run(rd, cfg, dcfg)
