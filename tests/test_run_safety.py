@@ -130,38 +130,54 @@ def test_the_judge_never_shows_the_password():
 # --- model.trust_remote_code ------------------------------------------------------------------------
 
 CUSTOM = """
-from transformers import Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModel, Qwen2Config, Qwen2ForCausalLM, Qwen2ForSequenceClassification, Qwen2Model
 
 
 class CustomQwen2Config(Qwen2Config):
     model_type = "custom_qwen2"
 
 
+class CustomQwen2Model(Qwen2Model):
+    config_class = CustomQwen2Config
+
+
+AutoModel.register(CustomQwen2Config, CustomQwen2Model, exist_ok=True)  # the classifier builds its trunk this way
+
+
 class CustomQwen2ForCausalLM(Qwen2ForCausalLM):
+    config_class = CustomQwen2Config
+
+
+class CustomQwen2Scorer(Qwen2ForSequenceClassification):
     config_class = CustomQwen2Config
 """
 
 
 @pytest.mark.e2e  # ~12 s: transformers imports the repository's module
-def test_trust_remote_code_is_honoured_by_every_load(tmp_path, monkeypatch):
-    from drift_exp.config import GenerationConfig, TinyModelConfig
+def test_trust_remote_code_is_honoured_by_policy_reward_model_and_vllm_loads(tmp_path, monkeypatch):
+    from drift_exp.config import GenerationConfig, ScorerConfig, TinyModelConfig
     from drift_exp.generation.vllm import engine_kwargs
+    from drift_exp.scoring.reward import RewardScorer
     from drift_exp.training import models
 
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     folder = models.build_tiny(TinyModelConfig(num_hidden_layers=1), root=tmp_path)
     (folder / "custom_qwen.py").write_text(CUSTOM)
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="custom_qwen2", auto_map={"AutoConfig": "custom_qwen.CustomQwen2Config",
-                                                       "AutoModelForCausalLM": "custom_qwen.CustomQwen2ForCausalLM"})
+    config.update(model_type="custom_qwen2", num_labels=1, auto_map={
+        "AutoConfig": "custom_qwen.CustomQwen2Config", "AutoModelForCausalLM": "custom_qwen.CustomQwen2ForCausalLM",
+        "AutoModelForSequenceClassification": "custom_qwen.CustomQwen2Scorer"})
     (folder / "config.json").write_text(json.dumps(config))
     try:
         models.set_trust_remote_code(False)  # the default: the repository's code never runs
         with pytest.raises(ValueError, match="trust_remote_code"):
             models.load_policy(str(folder), torch.float32)
         assert engine_kwargs(GenerationConfig(), str(folder), "float32", 0)["trust_remote_code"] is False
+        with pytest.raises(ValueError, match="trust_remote_code"):
+            RewardScorer(ScorerConfig(path=str(folder)))
         models.set_trust_remote_code(True)  # model.trust_remote_code=true
         assert type(models.load_policy(str(folder), torch.float32)).__name__ == "CustomQwen2ForCausalLM"
+        assert type(RewardScorer(ScorerConfig(path=str(folder))).model).__name__ == "CustomQwen2Scorer"
         assert engine_kwargs(GenerationConfig(), str(folder), "float32", 0)["trust_remote_code"] is True
     finally:
         models.set_trust_remote_code(False)
