@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from drift_exp.errors import ConfigError
 
 SECRET_NAME = re.compile(r"(^|[_.-])(api_?key|key|token|secret|password|passwd)$", re.IGNORECASE)
-ENV_REFERENCE = re.compile(r"^\$\{oc\.env:[^{}]+\}$")
+ENV_REFERENCE = re.compile(r"\$\{oc\.env:[^{}]+\}")  # anywhere in a value: https://u:${oc.env:PW}@host too
 MASK = "***"
 
 
@@ -45,7 +45,7 @@ def scrub(obj: Any, key: str = "") -> Any:
         return {k: scrub(v, f"{key}.{k}" if key else str(k)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [scrub(v, key) for v in obj]
-    if isinstance(obj, str) and not ENV_REFERENCE.match(obj) and _carries_credential(key, obj):
+    if isinstance(obj, str) and not ENV_REFERENCE.search(obj) and _carries_credential(key, obj):
         return MASK if SECRET_NAME.search(key) else redact_url(obj)
     return obj
 
@@ -88,7 +88,7 @@ def saved_config(dcfg: DictConfig) -> dict[str, Any]:
     def merge(r: Any, v: Any) -> Any:
         if isinstance(r, dict) and isinstance(v, dict):
             return {k: merge(r.get(k), v[k]) for k in v}
-        if isinstance(r, str) and ENV_REFERENCE.match(r):
+        if isinstance(r, str) and ENV_REFERENCE.search(r):
             return r
         return v
 

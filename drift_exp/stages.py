@@ -219,7 +219,7 @@ class RunDir:
             return st
         if name in LEAVES:  # nothing depends on it: rerun it, keep everything else
             why = "; ".join(changes[:4]) or f"{missing.folder.name}/{missing.name} is not finished"
-            log.info("%s: config changed (%s), running it again", where, why)
+            log.info("%s: config changed (%s); it will run again", where, why)
             self._rerun.append(st)
             return st
         if changes:
