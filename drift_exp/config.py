@@ -36,6 +36,19 @@ class RefModeKind(StrEnum):
     precomputed = "precomputed"  # reference log-probs computed once before training; one resident model
 
 
+class Truncation(StrEnum):
+    # The prompt keeps its last trainer.max_prompt_length tokens, each completion is cut so that prompt +
+    # completion <= trainer.max_length; no pair is dropped (the authors' TRL; drift_exp/training/truncation.py).
+    authors = "authors"
+    trl = "trl"  # TRL 1.16's own: keep the start of prompt + completion, drop pairs whose prompt fills max_length
+
+
+class SamplingDefaults(StrEnum):
+    # Start from the checkpoint's generation_config.json (as the authors' HF generate did), then the config.
+    model = "model"
+    none = "none"  # the config's settings only; the checkpoint's defaults are switched off
+
+
 class TrackingMode(StrEnum):
     auto = "auto"  # online when a W&B API key is configured, offline otherwise
     online = "online"
@@ -150,6 +163,11 @@ class TrainerConfig:
     gradient_checkpointing: bool = True
     max_grad_norm: float = 1.0
     logging_steps: int = 1
+    # How pairs longer than max_length are cut: authors (the paper's setting; nothing dropped) | trl.
+    truncation: Truncation = Truncation.authors
+    # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
+    # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
+    max_prompt_length: int | None = None
 
 
 @dataclass
@@ -159,10 +177,11 @@ class GenerationConfig:
     # Authors' gen-drift.py settings.
     temperature: float = 0.7
     top_p: float = 0.9
-    # Disabled by default (-1 / 1.0). The model's own generation_config is NOT merged in, so both
-    # backends sample with exactly these settings; set these to match e.g. Qwen's shipped defaults.
-    top_k: int = -1
-    repetition_penalty: float = 1.0
+    # null: the checkpoint's generation_config.json value with sampling_defaults=model (Qwen2.5: 20), off
+    # otherwise; -1 = off. Both backends apply the same resolved value (drift_exp/generation/sampling.py).
+    top_k: int | None = None
+    # null: as top_k (Qwen2.5: 1.05); 1.0 = off.
+    repetition_penalty: float | None = None
     max_new_tokens: int = 512
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
@@ -175,6 +194,9 @@ class GenerationConfig:
     max_model_len: int | None = None
     # Any other vllm.LLM argument.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # model: start from the checkpoint's generation_config.json, then apply temperature, top_p,
+    # max_new_tokens (and top_k / repetition_penalty where set) | none: the config's settings only.
+    sampling_defaults: SamplingDefaults = SamplingDefaults.model
 
 
 @dataclass
@@ -289,6 +311,10 @@ def validate(cfg: Config) -> None:
         ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
          f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
         ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),
+        ("trainer.max_prompt_length", cfg.trainer.max_prompt_length is None
+         or 1 <= cfg.trainer.max_prompt_length < cfg.trainer.max_length,
+         f"must be null (half of max_length) or in [1, trainer.max_length={cfg.trainer.max_length}), "
+         f"got {cfg.trainer.max_prompt_length}"),
         ("trainer.warm_start_epochs", cfg.trainer.warm_start_epochs >= 0,
          f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
         ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
@@ -301,10 +327,11 @@ def validate(cfg: Config) -> None:
         ("generation.temperature", cfg.generation.temperature >= 0,
          f"must be >= 0 (0 = greedy), got {cfg.generation.temperature}"),
         ("generation.top_p", 0 < cfg.generation.top_p <= 1, f"must be in (0, 1], got {cfg.generation.top_p}"),
-        ("generation.top_k", cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
-         f"must be -1 (off) or >= 1, got {cfg.generation.top_k}"),
-        ("generation.repetition_penalty", cfg.generation.repetition_penalty > 0,
-         f"must be > 0, got {cfg.generation.repetition_penalty}"),
+        ("generation.top_k", cfg.generation.top_k is None or cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
+         f"must be null (the checkpoint's), -1 (off) or >= 1, got {cfg.generation.top_k}"),
+        ("generation.repetition_penalty", cfg.generation.repetition_penalty is None
+         or cfg.generation.repetition_penalty > 0,
+         f"must be null (the checkpoint's) or > 0, got {cfg.generation.repetition_penalty}"),
         ("generation.max_new_tokens", cfg.generation.max_new_tokens >= 1,
          f"must be >= 1, got {cfg.generation.max_new_tokens}"),
         ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
