@@ -33,6 +33,7 @@ def load_config(run_dir: Path) -> Config:
 def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     """Sample iteration k's requests from pi_{k-1}; write completions.jsonl and generate_stats.json."""
     from drift_exp.generation import build_generator
+    from drift_exp.generation.sampling import effective_sampling
     from drift_exp.training.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
@@ -44,6 +45,7 @@ def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
                                                                             seed=cfg.seed * 1000 + k)
     write_jsonl(folder / "completions.jsonl", completions)
     stats = generation_stats(completions, time.time() - t0)
+    stats["sampling"] = effective_sampling(cfg.generation, policy)  # what both backends applied
     write_json(folder / "generate_stats.json", stats)
     return stats
 
