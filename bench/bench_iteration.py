@@ -199,9 +199,10 @@ def snapshot(dest: Path) -> Path:
 
 
 def project_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
-    # eval.benchmarks=[]: the baseline evaluates nothing, so neither does the project side.
+    # eval.benchmarks=[]: the baseline evaluates nothing, so neither does the project side. trainer.truncation=trl:
+    # the baseline is plain TRL 1.16 (keeps the start of long pairs, drops those whose prompt fills max_length).
     return [sys.executable, "-m", "drift_exp", "iterations=1", "tracking.mode=disabled", "eval.benchmarks=[]",
-            f"hydra.run.dir={run_dir}", *overrides]
+            "trainer.truncation=trl", f"hydra.run.dir={run_dir}", *overrides]
 
 
 def baseline_params(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -212,8 +213,9 @@ def baseline_params(cfg: dict[str, Any]) -> dict[str, Any]:
     m = cfg["method"]
     if m["kind"] != "drift" or m["prompt_format"] != "plain" or not m["guided"] or m["n_samples"] != 1:
         sys.exit("the baseline implements guided DRIFT with the plain prompt format and one sample per record")
-    if g["top_k"] != -1 or g["repetition_penalty"] != 1.0:
-        sys.exit("the baseline samples with top_k and repetition_penalty off (the project's defaults)")
+    # null = the checkpoint's generation_config.json, which for the tiny model sets neither: off
+    if g["top_k"] not in (-1, None) or g["repetition_penalty"] not in (1.0, None):
+        sys.exit("the baseline samples with top_k and repetition_penalty off (the tiny checkpoint sets neither)")
     alpha = t["rpo_alpha"]
     return {
         "seed": cfg["seed"],

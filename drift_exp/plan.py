@@ -74,14 +74,16 @@ def visible_gpus() -> tuple[int, float | None]:
 
 def check(cfg: Config, run_dir: Path | None = None, runtime: bool = False) -> JobPlan:
     """Every preflight check of one job. runtime: GPUs as visible here (not the planned node's)."""
-    from drift_exp.config import experiment_name, validate
+    from drift_exp.config import environment_problems, experiment_name, validate
 
     job = JobPlan(experiment_name(cfg), [])
     problems, warnings = job.problems, job.warnings
     try:
-        validate(cfg)
+        validate(cfg, environment=runtime)  # planning for another node: what this machine lacks is a warning
     except ConfigError as err:
         problems.append((str(err).split(" ", 1)[0], str(err).split(" ", 1)[-1]))
+    if not runtime:
+        warnings += [(key, f"{why} (here; the job's node needs it)") for key, why in environment_problems(cfg)]
     for key, value in (("generation.replicas", cfg.generation.replicas), ("launcher.gpu_memory_gb",
                                                                           cfg.launcher.gpu_memory_gb)):
         if value is not None and value <= 0:

@@ -37,6 +37,7 @@ def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     replica when there are several); the completions do not depend on the number of replicas.
     """
     from drift_exp.generation.replicas import generate_replicated
+    from drift_exp.generation.sampling import effective_sampling
     from drift_exp.training.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
@@ -51,6 +52,7 @@ def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
                                                   cfg.seed * 1000 + k, layout, folder / ".replicas")
     write_jsonl(folder / "completions.jsonl", completions)
     stats = {**generation_stats(completions, time.time() - t0), **throughput}
+    stats["sampling"] = effective_sampling(cfg.generation, policy)  # what both backends applied
     write_json(folder / "generate_stats.json", stats)
     return stats
 

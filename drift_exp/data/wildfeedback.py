@@ -4,6 +4,12 @@ The file is one JSON array of flat utterances (1.6 GB for the real one). A conve
 `UtterranceId` restarts at 0; User and Agent rows alternate, User first. The SAT/DSAT flags on a User row
 judge the Agent reply right before it. Field names keep the data set's own spellings.
 
+Duplicates. WildFeedback repeats some conversations (WildChat holds identical chats), and the paper's Table 1
+counts unique ones ("88,920 unique conversations", §4.1). A valid conversation whose turns (roles and contents,
+in order) equal an earlier one's is dropped before extraction: the first copy is kept, whatever the flags of the
+later ones, and stats["duplicate_conversations"] counts the copies dropped. stats["conversations"] counts the
+unique conversations (skipped ones included); record ids keep each conversation's position in the file.
+
 Records produced (paper §4.1, Table 1):
 - dsat: context before the judged reply, rejected = that reply, feedback = the dissatisfied turn
 - sat:  context before the judged reply, chosen = that reply, feedback = the satisfied turn
@@ -37,6 +43,7 @@ loud warning says how much of the file was not read.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -58,7 +65,7 @@ KNOWN = (ID, TURN, ROLE, CONTENT, "State", "Preceeding", SAT, "Satisfaction-Just
          "Dissatisfaction-Justificiation")
 ROLE_AT = ("User", "Agent")  # by UtterranceId parity
 ANNOTATION_FILE = "sat_dsat_annotation.json"
-EXTRACTOR_VERSION = 2  # bump whenever the records or stats extracted from a file change (invalidates caches)
+EXTRACTOR_VERSION = 3  # bump whenever the records or stats extracted from a file change (invalidates caches)
 MAX_UTTERANCES = 10_000  # in one conversation; real ones have at most a few hundred
 
 
@@ -154,6 +161,17 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
     return out
 
 
+def conversation_key(contents: list[str]) -> bytes:
+    """A digest of a conversation's turns. Roles follow from the positions (User first, alternating), so the
+    contents in order identify it; each is length-prefixed so that no two different lists share a key."""
+    h = hashlib.blake2b(digest_size=16)
+    for text in contents:
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 class _Tally:
     """Records and counts of the conversations closed so far."""
 
@@ -162,7 +180,8 @@ class _Tally:
         self.records: list[FeedbackRecord] = []
         self.skipped: Counter = Counter()
         self.warnings: Counter = Counter()
-        self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = 0
+        self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = self.duplicates = 0
+        self.seen: set[bytes] = set()  # digests of the valid conversations kept so far (16 bytes each)
         self.damage: dict[str, Any] | None = None
 
     def close(self, n_rows: int, bad: str | None, contents: list[str], flags: list) -> None:
@@ -171,6 +190,11 @@ class _Tally:
             self.skipped[bad if bad == "conversation_cut_short" else f"conversation_with_{bad}"] += 1
             self.skipped_rows += n_rows
             return
+        key = conversation_key(contents)
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
         self.good += 1
         if flags:
             recs = conversation_records(self.n_conv - 1, contents, flags, self.source, self.skipped)
@@ -198,7 +222,8 @@ class _Tally:
                             f"({dict(sorted(self.skipped.items()))}); is this the annotation file?")
         counts = Counter(r.kind for r in self.records)
         stats: dict[str, Any] = {
-            "source": str(self.path), "utterances": n_rows, "conversations": self.n_conv,
+            "source": str(self.path), "utterances": n_rows, "conversations": self.n_conv - self.duplicates,
+            "duplicate_conversations": self.duplicates,
             "dsat": counts["dsat"], "sat": counts["sat"], "seed_pairs": counts["seed"],
             "dsat_conversations": self.dsat_conv, "sat_conversations": self.sat_conv,
             "skipped": dict(sorted(self.skipped.items())),
@@ -210,9 +235,12 @@ class _Tally:
             log.warning("%s: kept rows with tolerated problems: %s", self.path, stats["warnings"])
         if self.damage:
             stats["damage"] = self.damage
-        if self.n_conv > self.good:
+        if self.n_conv - self.duplicates > self.good:
             log.warning("%s: skipped %d of %d conversations (%d utterances): %s", self.path,
-                        self.n_conv - self.good, self.n_conv, self.skipped_rows, stats["skipped"])
+                        self.n_conv - self.duplicates - self.good, self.n_conv, self.skipped_rows, stats["skipped"])
+        if self.duplicates:
+            log.info("%s: dropped %d duplicate conversations (first copy kept); %d unique", self.path,
+                     self.duplicates, self.n_conv - self.duplicates)
         return stats
 
 

@@ -14,7 +14,8 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt
+from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
 from drift_exp.records import Completion, GenRequest
 from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
 
@@ -57,19 +58,11 @@ class HFGenerator:
             return {}
         device = "cuda" if torch.cuda.is_available() else "cpu"
         model = load_policy(model_path, self.dtype).to(device).eval()
-        s = sampling_settings(self.cfg)
         eos = model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
-        gen_cfg = HFGenerationConfig(
-            do_sample=s["temperature"] > 0,
-            temperature=s["temperature"] if s["temperature"] > 0 else None,
-            top_p=s["top_p"] if s["temperature"] > 0 else None,
-            top_k=s["top_k"] if s["top_k"] > 0 else 0,  # 0, not None: None is filled in with 50
-            repetition_penalty=s["repetition_penalty"],
-            max_new_tokens=s["max_tokens"],
-            eos_token_id=sorted(eos_ids),
-            pad_token_id=tok.pad_token_id,
-        )
+        # The same resolved settings as the vLLM backend (checkpoint defaults + config), every field explicit.
+        gen_cfg = HFGenerationConfig(**hf_generate_kwargs(effective_sampling(self.cfg, model_path)),
+                                     eos_token_id=sorted(eos_ids), pad_token_id=tok.pad_token_id)
         results: dict[int, Completion] = {}
         for b, batch in tqdm(mine, desc=f"generate (replica {replica}/{replicas})" if replicas > 1 else "generate",
                              unit="batch"):

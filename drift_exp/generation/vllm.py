@@ -6,10 +6,11 @@ HF backend without vLLM installed:
 * `build_inputs`: every prompt rendered with `render_prompt`, tokenised with the model's own tokenizer
   and cut to its last `max_prompt_length` ids, exactly as the HF backend does; vLLM is handed these
   token ids (`TokensPrompt`), never text, so it cannot tokenise or truncate differently.
-* `sampling_kwargs`: `SamplingParams` arguments from `sampling_settings(cfg)`, with the same stop
-  tokens as the HF backend (the model's generation_config EOS ids plus the tokenizer's EOS).
-* `engine_kwargs`: `vllm.LLM` arguments. `generation_config="vllm"` keeps the model's shipped sampling
-  defaults (e.g. Qwen's top_k=20) out, so only the settings of `generation.*` apply.
+* `sampling_kwargs`: `SamplingParams` arguments from `drift_exp.generation.sampling` (the checkpoint's
+  generation_config.json defaults with the config on top, resolved as for the HF backend), with the same
+  stop tokens as the HF backend (the model's generation_config EOS ids plus the tokenizer's EOS).
+* `engine_kwargs`: `vllm.LLM` arguments. `generation_config="vllm"`: the resolved settings are passed
+  explicitly, so vLLM merges nothing of its own.
 
 Seeds: `LLM(seed=seed)`, and every request gets its own seed derived from (seed, request index), so a
 request's samples do not depend on what else is in the batch, nor on how many replicas share the
@@ -34,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt
+from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 
 log = logging.getLogger(__name__)
@@ -83,21 +85,18 @@ def request_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = ()) -> dict[str, Any]:
-    """`vllm.SamplingParams(**kwargs)` for one request: sampling_settings(cfg) plus n, seed and stops.
+def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = (),
+                    model_path: str | None = None) -> dict[str, Any]:
+    """`vllm.SamplingParams(**kwargs)` for one request: the settings `effective_sampling` resolves for the
+    checkpoint at model_path (None: the config's alone, as sampling_defaults=none), plus n, seed and stops.
 
     Greedy (temperature 0) leaves top_p/top_k off, as the HF backend does; repetition_penalty applies
     in both cases (both backends penalise tokens of the prompt and of the output).
     """
-    s = sampling_settings(cfg)
-    sampling = s["temperature"] > 0
+    s = effective_sampling(cfg, model_path) if model_path is not None else resolve(cfg, {})
     return {
         "n": n,
-        "temperature": s["temperature"],
-        "top_p": s["top_p"] if sampling else 1.0,
-        "top_k": s["top_k"] if sampling and s["top_k"] > 0 else -1,
-        "repetition_penalty": s["repetition_penalty"],
-        "max_tokens": s["max_tokens"],
+        **vllm_sampling_kwargs(s),
         "seed": seed,
         "stop_token_ids": list(stop_ids),
         "skip_special_tokens": True,
@@ -151,7 +150,8 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         # Every prompt (<= max_prompt_length) plus its reply fits; a smaller KV cache than the model's full
         # context would need. Set generation.max_model_len if the model allows less.
         "max_model_len": max_model_len if max_model_len is not None else cfg.max_prompt_length + cfg.max_new_tokens,
-        # Do not merge the checkpoint's generation_config.json sampling defaults into our settings.
+        # The checkpoint's sampling defaults are already in our explicit SamplingParams (sampling.py);
+        # vLLM adds none of its own.
         "generation_config": "vllm",
         "trust_remote_code": trust_remote_code(),  # model.trust_remote_code
     }
@@ -212,7 +212,7 @@ class VLLMGenerator:
         tok = load_tokenizer(model_path, padding_side="left")
         prompt_ids, truncated = build_inputs(tok, [requests[i] for i in mine], self.cfg)
         stops = stop_token_ids(model_path, tok)
-        params = [SamplingParams(**sampling_kwargs(self.cfg, requests[i].n, request_seed(seed, i), stops))
+        params = [SamplingParams(**sampling_kwargs(self.cfg, requests[i].n, request_seed(seed, i), stops, model_path))
                   for i in mine]
         llm = LLM(**engine_kwargs(self.cfg, model_path, self.model_dtype, seed))
         try:

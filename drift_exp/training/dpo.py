@@ -13,10 +13,11 @@ from typing import Any
 
 import torch
 
-from drift_exp.config import RefMode, RefModeKind, TrainerConfig
+from drift_exp.config import RefMode, RefModeKind, TrainerConfig, Truncation
 from drift_exp.errors import ConfigError, UserError
 from drift_exp.records import PreferencePair
 from drift_exp.training.models import load_policy, load_tokenizer
+from drift_exp.training.truncation import prompt_limit, with_authors_truncation
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,8 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     else:
         extra = {"use_cpu": not cuda}
     precompute = precompute_reference(cfg)
+    authors = cfg.truncation == Truncation.authors
+    max_prompt = prompt_limit(cfg) if authors else None
     args = DPOConfig(
         output_dir=str(out_dir.parent / f".trainer-{out_dir.name}"),
         run_name=run_name,
@@ -164,11 +167,20 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
             shutil.rmtree(data_dir, ignore_errors=True)
             Dataset.from_list([p.to_trl() for p in pairs]).save_to_disk(str(data_dir))
         dataset = load_from_disk(str(data_dir))
-    # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics.
-    trainer = SignalDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                               processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
-                               signal_tau=cfg.signal_tau)
+    # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics, plus (authors)
+    # the authors' truncation of TRL's tokenized pairs.
+    trainer_cls = (with_authors_truncation(SignalDPOTrainer, cfg.max_length, max_prompt) if authors
+                   else SignalDPOTrainer)
+    trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                          processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
+                          signal_tau=cfg.signal_tau)
     used = len(trainer.train_dataset)
+    truncated = dict(trainer.truncation_counts) if authors else {}
+    if authors and used != len(pairs):
+        raise RuntimeError(f"{stage}: {len(pairs) - used} pairs lost with trainer.truncation=authors, which drops none")
+    if truncated.get("truncated_prompts") or truncated.get("truncated_completions"):
+        log.info("%s: cut %d prompts to their last %d tokens and %d completions to fit trainer.max_length=%d",
+                 stage, truncated["truncated_prompts"], max_prompt, truncated["truncated_completions"], cfg.max_length)
     if used < len(pairs):  # TRL drops pairs whose prompt alone fills max_length; say so, never silently
         log.warning("%s: %d of %d pairs dropped by TRL: the prompt alone exceeds trainer.max_length=%d",
                     stage, len(pairs) - used, len(pairs), cfg.max_length)
@@ -200,6 +212,9 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "steps": trainer.state.global_step,
         "examples": used,
         "dropped_too_long": len(pairs) - used,
+        "truncation": str(cfg.truncation),
+        "max_prompt_length": max_prompt,  # the prompt tokens kept (truncation=authors); null with trl
+        **truncated,  # truncated_prompts, truncated_chosen, truncated_rejected, truncated_completions (authors)
         "epochs": epochs,
         "micro_batch_size": micro,
         **batch_stats(cfg, world_size),
