@@ -146,8 +146,9 @@ def _training(cfg: Config, shape: Shape | None, gpus: int, memory: float | None,
     if cfg.launcher.name == "inline" and not cfg.launcher.num_processes:
         world = 1
     else:
-        nodes = cfg.launcher.num_machines if cfg.launcher.name == "slurm" else 1
-        world = (cfg.launcher.num_processes or max(gpus, 1)) * nodes
+        from drift_exp.launch import nodes
+
+        world = (cfg.launcher.num_processes or max(gpus, 1)) * nodes(cfg)  # SLURM_NNODES wins in an allocation
     try:
         micro, accum = derive_batch(cfg.trainer.global_batch_size, cfg.trainer.micro_batch_size, world)
     except ConfigError as err:

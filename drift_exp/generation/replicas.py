@@ -106,6 +106,8 @@ def _run_children(cfg: GenerationConfig, model_dtype: str, model_path: str, requ
         out = json.loads((workdir / f"share_{r}.json").read_text())
         merged.update({int(i): Completion(**c) for i, c in out["completions"].items()})
         per_replica.append(out["stats"])
+    for name in ["requests.jsonl", "spec.json", *(f"share_{r}.json" for r in range(layout.replicas))]:
+        (workdir / name).unlink()  # merged into completions.jsonl by the caller; the replica logs stay
     return merged, per_replica
 
 

@@ -116,6 +116,8 @@ def default_tensor_parallel(cfg: GenerationConfig, model_path: str) -> int:
     from drift_exp.model_shapes import ShapeUnknown, model_shape
 
     gpus = visible_gpus()
+    if gpus <= 1:
+        return 1
     try:
         shape = model_shape(model_path)
     except ShapeUnknown:
