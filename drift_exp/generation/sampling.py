@@ -23,11 +23,14 @@ two backends sample with exactly the numbers recorded in generate_stats.json["sa
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from drift_exp.config import GenerationConfig, SamplingDefaults
 from drift_exp.errors import ConfigError
 
+log = logging.getLogger(__name__)
 KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
 OFF = {"top_k": -1, "repetition_penalty": 1.0}  # the recorded value of a switched-off setting
 
@@ -36,9 +39,13 @@ def checkpoint_sampling(model_path: str) -> dict[str, Any]:
     """The sampling fields the checkpoint's generation_config.json sets ({} without the file)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
+    if Path(model_path).is_dir() and not (Path(model_path) / "generation_config.json").exists():
+        return {}  # a local checkpoint without the file: nothing to inherit
     try:
         gen = HFGenerationConfig.from_pretrained(model_path)
-    except OSError:  # no generation_config.json: nothing to inherit
+    except OSError as err:  # a hub id whose repository has no such file (or cannot be reached): say so
+        log.warning("!!! %s: no generation_config.json could be read (%s); sampling without the checkpoint's "
+                    "defaults", model_path, err)
         return {}
     return {k: v for k in ("top_k", "repetition_penalty") if (v := getattr(gen, k, None)) is not None}
 
