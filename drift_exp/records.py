@@ -90,13 +90,26 @@ def write_jsonl(path: Path, items: Iterable[Any]) -> int:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object); a malformed line raises DataError naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    """Yield (line number, object); a malformed line (not UTF-8, not JSON, nested too deep, a key twice, an
+    integer of over 4300 digits) raises DataError naming file, line and field. A lone surrogate escape is kept
+    as U+FFFD (write_jsonl never writes one; a file edited by hand may hold one)."""
+    from drift_exp.data.stream import Invalid, check_head, parse_line  # (drift_exp.data imports this module)
+
+    try:
+        f = open(path, "rb")
+    except OSError as err:
+        raise DataError(f"{path}: cannot open ({err.strerror})") from None
+    with f:
+        head = f.read(4096)
+        # An empty file is no rows (a stage may write none); a compressed or UTF-16 file is named.
+        f.seek(check_head(path, head, os.fstat(f.fileno()).st_size) if head.strip() else 0)
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj, _ = parse_line(raw)
+            except Invalid as err:
+                raise DataError(f"{path}: line {lineno}: {err}") from None
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict):

@@ -1,0 +1,333 @@
+"""Repairs and bounds applied to JSON text before a parser sees it (the streaming reader and the line readers).
+
+- Lone UTF-16 surrogate escapes (`"\\udc00"`, valid JSON but not text): rewritten to `\\ufffd` (U+FFFD) and
+  counted. The escape has the same length, so byte offsets in later messages stay right. Without this, ijson's
+  C backend turns a lone high surrogate into '?' silently and stops the whole stream on a lone low one.
+- Nesting deeper than MAX_DEPTH levels: ijson keeps a path prefix string per level, so memory grows with the
+  square of the depth (100 000 nested arrays in one 400 KB row: tens of GB). The streaming guard replaces the
+  value that would go deeper by `0` and blanks the rest of it with spaces (the same length again), so the
+  parser never holds more than MAX_DEPTH levels; the reader then refuses that row by name (`row_depth`).
+- Integers the C parser cannot hold (beyond 64 bits: it stops with "integer overflow") are turned into JSON
+  strings of their digits (same length: the first and last character become quotes) and counted; a field that
+  needs a number then names itself as the wrong type.
+
+The streaming guard is cheap on ordinary data: per 64 KB chunk it counts brackets and quotes (C speed) and keeps
+an upper bound on the depth, which drops back to 1 + (openers in the chunk) whenever a row ended in the chunk
+(the caller sets `rows_done`). Only when that bound could pass MAX_DEPTH, or a run of 19+ digits appears, does
+it scan the chunk token by token in Python.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+MAX_DEPTH = 500  # nesting of one row/line (an object is 1); the data sets' rows nest at most ~4
+HOLD = 11  # bytes held back between chunks: a surrogate pair escape is 12 bytes
+NUM_HOLD = 64  # a number split by the chunk boundary is held back whole up to this length
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_TOKEN = re.compile(rb'["\[\]{}]|-?[0-9][0-9.eE+-]*')
+_STRUCT = re.compile(rb'["\[\]{}:]')
+_NUMBER_CHARS = frozenset(b"0123456789+-.eE")
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits -> '0', the rest -> ' '
+_LONG_RUN = b"0" * 19
+_NOT_LEAN = bytes(set(range(256)) - set(b'"[{\\uUdD0123456789'))  # translate() deletes these
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
+
+
+def _backslashes_before(buf: bytes | bytearray, i: int, lo: int) -> int:
+    """How many backslashes directly precede buf[i], not looking below lo."""
+    k = i
+    while k > lo and buf[k - 1] == 92:
+        k -= 1
+    return i - k
+
+
+def fix_surrogates(buf: bytearray, start: int, end: int, lo: int = 0) -> tuple[int, int]:
+    """Rewrite lone surrogate escapes that start in buf[start:end] to \\ufffd, in place (an escape may reach past
+    `end`: buf holds at least 11 bytes more unless it is the end of the text). `lo`: the first byte that is not
+    the second half of an escape begun earlier. Returns (count, where the next scan must start: after a pair or
+    a rewrite that reaches past `end`)."""
+    n, pos, resume = 0, start, end
+    while True:
+        m = _SURROGATE.search(buf, pos)
+        if m is None or m.start() >= end:
+            return n, resume
+        p = m.start()
+        if p < lo or _backslashes_before(buf, p, lo) & 1:  # '\\ud800': an escaped backslash, then plain text
+            pos = p + 1
+            continue
+        if buf[p + 3] in b"89abAB" and _LOW.match(buf, p + 6):
+            pos = p + 12  # a proper pair
+            resume = max(end, pos)
+            continue
+        buf[p:p + 6] = b"\\ufffd"
+        n += 1
+        pos = p + 6
+        resume = max(end, pos)
+
+
+def repair_text(raw: bytes) -> tuple[bytes, int]:
+    """A whole JSON text (one line) with its lone surrogate escapes rewritten; (text, how many)."""
+    if b"\\u" not in raw or not _SURROGATE.search(raw):
+        return raw, 0
+    buf = bytearray(raw)
+    n, _ = fix_surrogates(buf, 0, len(buf))
+    return bytes(buf), n
+
+
+class _Scan:
+    """Exact tokenizer state at a chunk boundary."""
+
+    __slots__ = ("in_str", "esc", "depth", "min_depth", "blank_to", "open_int")
+
+    def __init__(self, in_str: bool = False, esc: bool = False, depth: int = 0):
+        self.in_str, self.esc, self.depth, self.min_depth = in_str, esc, depth, depth
+        self.blank_to: int | None = None  # while blanking a too-deep value: the depth that ends it
+        self.open_int = False  # a long integer turned into a string continues into this chunk
+
+
+class StreamGuard:
+    """Feed it the file's bytes chunk by chunk (`feed`); it returns them repaired, held back by a few bytes."""
+
+    def __init__(self) -> None:
+        self.carry = bytearray()
+        self.resume = 0  # where the surrogate scan starts in the next buffer (after a pair it already passed)
+        self.surrogates = 0  # lone surrogate escapes rewritten
+        self.long_ints = 0  # integers beyond 64 bits turned into strings
+        self.too_deep = 0  # values cut at MAX_DEPTH
+        self.deep_seen = False  # some row reached MAX_DEPTH: the reader checks row depths from then on
+        self.rows_done = 0  # rows the parser has produced (set by the reader; tells where the depth was 1)
+        self._rows_seen = 0
+        self.st = _Scan()  # the string state is always exact; the depth only while `held` is empty
+        self.bound = 0  # an upper bound of the depth at the chunk boundary (exact while `held` is empty)
+        # Chunks given since the depth was last known exactly, each with the string state at its start, and the
+        # depth at the first one's start (None: a row ended in it, so its lowest depth was 1).
+        self.held: list[tuple[bytes, bool, bool]] = []
+        self.held_depth: int | None = 0
+        self.held_bytes = 0
+        self.last_opens = 0
+
+    def feed(self, data: bytes, final: bool) -> bytes:
+        buf = self.carry + data
+        cut = len(buf) if final else max(0, len(buf) - HOLD)
+        if not final:  # keep a number whole (its length decides how it is read); of a longer one, keep the end
+            k = 0
+            while k < NUM_HOLD and cut - k > 0 and buf[cut - k - 1] in _NUMBER_CHARS:
+                k += 1
+            cut -= k if k < NUM_HOLD else 1
+        seg = buf[:cut]
+        # Quotes, openers, backslashes, digits and the letters of a surrogate escape: a small copy that answers
+        # most questions about the chunk (what is next to each other in the chunk is next to each other here).
+        lean = seg.translate(None, _NOT_LEAN)
+        # (the regex is slower than looking first; an escape may also straddle the cut)
+        if self.resume < cut and (b"\\ud" in lean or b"\\uD" in lean or b"\\" in buf[max(0, cut - 5):cut]):
+            n, self.resume = fix_surrogates(buf, self.resume, cut, 1 if self.st.esc else 0)
+            if n:
+                self.surrogates += n
+                seg = buf[:cut]
+        self.carry = buf[cut:]
+        self.resume = max(0, self.resume - cut)
+        if seg:
+            self._depth_and_numbers(seg, lean)
+        return bytes(seg)
+
+    def _depth_and_numbers(self, seg: bytearray, lean: bytes) -> None:
+        self._settle_previous()
+        opens = lean.count(b"[") + lean.count(b"{")
+        if self.bound + opens >= MAX_DEPTH + 1 or self.st.open_int or self.st.blank_to is not None:
+            self._exact_depth()
+            self._scan(seg, absolute=True)
+            self.bound = self.st.depth
+        else:
+            in_str, esc = self.st.in_str, self.st.esc
+            # (19 digits in a row in the lean copy may have been apart in the chunk: then look there)
+            if _LONG_RUN in lean.translate(_DIGITS) and _LONG_RUN in seg.translate(_DIGITS):
+                # the string state is exact here: rewrite long integers
+                depth = self.st.depth
+                self._scan(seg, absolute=False)
+                self.st.depth = depth
+            else:
+                self._count_strings(seg, lean)
+            if not self.held:
+                self.held_depth = self.bound
+            self.held.append((bytes(seg), in_str, esc))
+            self.held_bytes += len(seg)
+            self.bound += opens
+            if self.held_bytes > 4 << 20:  # one long row: settle the depth now so the held bytes stay few
+                self._exact_depth()
+        self.last_opens = opens
+
+    def _settle_previous(self) -> None:
+        """A row ended in the chunk given last: the depth was 1 there, so it is at most 1 + its openers now."""
+        if self.rows_done == self._rows_seen:
+            return
+        self._rows_seen = self.rows_done
+        if self.held:
+            self.held = self.held[-1:]
+            self.held_bytes, self.held_depth = len(self.held[0][0]), None
+            self.bound = min(self.bound, 1 + self.last_opens)
+
+    def _exact_depth(self) -> None:
+        """Rescan the held chunks (strings and brackets only) so the depth at the boundary is exact again."""
+        if not self.held:
+            return
+        live = self.st
+        for i, (seg, in_str, esc) in enumerate(self.held):
+            if i == 0:
+                self.st = _Scan(in_str, esc, self.held_depth or 0)
+            self._scan(bytearray(seg), absolute=False, rewrite=False)
+            if i == 0 and self.held_depth is None:
+                self.st.depth += 1 - self.st.min_depth  # its lowest point was depth 1 (between two rows)
+        live.depth, self.st = self.st.depth, live
+        self.held, self.held_bytes, self.bound = [], 0, live.depth
+
+    def _count_strings(self, seg: bytearray, lean: bytes) -> None:
+        """String state after `seg` from counts alone: a quote is escaped after an odd run of backslashes. The
+        lean copy (quotes and backslashes only) answers when no backslash stands next to a quote or another
+        backslash there; otherwise the chunk itself is counted."""
+        lo = 1 if self.st.esc else 0
+        quotes = lean.count(b'"')
+        if lo or b'\\"' in lean:  # escaped quotes, or a backslash that escaped a letter dropped from `lean`
+            quotes = seg.count(b'"', lo)
+            escaped, sign, run = 0, 1, b'\\"'
+            while c := seg.count(run, lo):
+                escaped += sign * c
+                sign, run = -sign, b"\\" + run
+                if run not in lean:  # (a longer run of backslashes before a quote is in `lean` too)
+                    break
+            quotes -= escaped
+        if quotes & 1:
+            self.st.in_str = not self.st.in_str
+        self.st.esc = bool(_backslashes_before(seg, len(seg), lo) & 1) if seg.endswith(b"\\") else False
+
+    # -- the exact tokenizer (slow path) ------------------------------------------------------------------------
+    def _scan(self, seg: bytearray, absolute: bool, rewrite: bool = True) -> None:
+        """Walk `seg` token by token from self.st: track strings and depth; when `absolute` (the depth is known),
+        cut values that go past MAX_DEPTH; always turn too long integers into strings."""
+        st, end = self.st, len(seg)
+        i = lo = 1 if st.esc else 0
+        st.esc = False
+        blank_from = 0 if st.blank_to is not None else None
+        if st.open_int:  # close the string a long integer became (the hold keeps its last digit here)
+            j = 0
+            while j < end and seg[j] in _NUMBER_CHARS:
+                j += 1
+            if 0 < j < end:
+                seg[j - 1] = 34
+                st.open_int = False
+            i = j
+        limit = MAX_DEPTH + 1  # a row is one level below the top array
+        while i < end:
+            if st.in_str:
+                j = seg.find(b'"', i)
+                while j != -1 and _backslashes_before(seg, j, lo) & 1:
+                    j = seg.find(b'"', j + 1)
+                if j == -1:
+                    st.esc = bool(_backslashes_before(seg, end, max(lo, i)) & 1)
+                    break
+                st.in_str, i = False, j + 1
+                continue
+            m = _TOKEN.search(seg, i)
+            if m is None:
+                break
+            tok, p = m.group(), m.start()
+            i = m.end()
+            c = tok[0]
+            if c == 34:
+                st.in_str = True
+            elif c in (91, 123):
+                st.depth += 1
+                if absolute and st.depth >= limit:
+                    self.deep_seen = True
+                    if st.depth > limit and st.blank_to is None:
+                        seg[p] = 48  # '0' stands for the cut value; the rest becomes spaces
+                        st.blank_to, blank_from = st.depth - 1, p + 1
+                        self.too_deep += 1
+            elif c in (93, 125):
+                st.depth -= 1
+                st.min_depth = min(st.min_depth, st.depth)
+                if st.blank_to is not None and st.depth == st.blank_to:
+                    seg[blank_from:i] = b" " * (i - blank_from)
+                    st.blank_to = blank_from = None
+            elif rewrite and st.blank_to is None and self._too_long(tok):
+                self.long_ints += 1
+                seg[p] = 34
+                if i < end:
+                    seg[i - 1] = 34
+                else:
+                    st.open_int = True
+        if st.blank_to is not None and blank_from is not None:
+            seg[blank_from:end] = b" " * (end - blank_from)
+
+    @staticmethod
+    def _too_long(tok: bytes) -> bool:
+        digits = tok.lstrip(b"-")
+        if len(digits) < 19 or not digits.isdigit():
+            return False  # short, or a float (ijson reads floats of any length)
+        if len(digits) > 20:
+            return True
+        return not INT64[0] <= int(tok) <= INT64[1]
+
+
+def value_depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """Nesting depth of a parsed value (a scalar 0, [] or {} 1), counted up to `limit` (no recursion)."""
+    best, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            v = list(v.values())
+        elif not isinstance(v, list):
+            continue
+        best = max(best, d)
+        if d >= limit:
+            return d
+        stack.extend((x, d + 1) for x in v if isinstance(x, dict | list))
+    return best
+
+
+def deep_field(row: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The key of `row` whose value makes it `limit` or more levels deep (None: not that deep; '' : the row
+    itself is not an object)."""
+    if not isinstance(row, dict):
+        return "" if value_depth(row, limit) >= limit else None
+    for key, v in row.items():
+        if isinstance(v, dict | list) and value_depth(v, limit - 1) >= limit - 1:
+            return str(key)
+    return None
+
+
+def line_depth_field(raw: bytes, limit: int = MAX_DEPTH) -> tuple[int, str]:
+    """(depth reached, top-level key where it is reached) of one JSON text, scanning its bytes only (no parse)."""
+    st = _Scan()
+    key, last_str, field, best = "", "", "", 0
+    i, end = 0, len(raw)
+    while i < end:
+        if st.in_str:
+            j = raw.find(b'"', i)
+            while j != -1 and _backslashes_before(raw, j, 0) & 1:
+                j = raw.find(b'"', j + 1)
+            if j == -1:
+                break
+            if st.depth == 1:
+                last_str = raw[i:j].decode("utf-8", "replace")
+            st.in_str, i = False, j + 1
+            continue
+        m = _STRUCT.search(raw, i)
+        if m is None:
+            break
+        c, i = m.group()[0], m.end()
+        if c == 34:
+            st.in_str = True
+        elif c == 58 and st.depth == 1:
+            key = last_str
+        elif c in (91, 123):
+            st.depth += 1
+            if st.depth > best:
+                best, field = st.depth, key
+                if best >= limit:
+                    break
+        elif c in (93, 125):
+            st.depth -= 1
+    return best, field
