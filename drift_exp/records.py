@@ -93,7 +93,7 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object); a malformed line (not UTF-8, not JSON, nested too deep, a key twice, an
     integer of over 4300 digits) raises DataError naming file, line and field. A lone surrogate escape is kept
     as U+FFFD (write_jsonl never writes one; a file edited by hand may hold one)."""
-    from drift_exp.data.stream import Invalid, check_head, parse_line  # (drift_exp.data imports this module)
+    from drift_exp.data.stream import Invalid, check_head, parse_line, read_lines, too_long  # (no import cycle)
 
     try:
         f = open(path, "rb")
@@ -103,7 +103,9 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         head = f.read(4096)
         # An empty file is no rows (a stage may write none); a compressed or UTF-16 file is named.
         f.seek(check_head(path, head, os.fstat(f.fileno()).st_size) if head.strip() else 0)
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in read_lines(f):
+            if raw is None:
+                raise DataError(f"{path}: line {lineno}: {too_long(lineno)}")
             if not raw.strip():
                 continue
             try:

@@ -27,7 +27,7 @@ HOLD = 11  # bytes held back between chunks: a surrogate pair escape is 12 bytes
 NUM_HOLD = 64  # a number split by the chunk boundary is held back whole up to this length
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
-_TOKEN = re.compile(rb'["\[\]{}]|-?[0-9][0-9.eE+-]*')
+_TOKEN = re.compile(rb'"|[\[{]+|[\]}]+|-?[0-9][0-9.eE+-]*')
 _STRUCT = re.compile(rb'["\[\]{}:]')
 _NUMBER_CHARS = frozenset(b"0123456789+-.eE")
 _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits -> '0', the rest -> ' '
@@ -237,20 +237,24 @@ class StreamGuard:
             c = tok[0]
             if c == 34:
                 st.in_str = True
-            elif c in (91, 123):
-                st.depth += 1
-                if absolute and st.depth >= limit:
+            elif c in (91, 123):  # a run of openers (hostile input is mostly one long run)
+                k = len(tok)
+                if absolute and st.depth + k >= limit:
                     self.deep_seen = True
-                    if st.depth > limit and st.blank_to is None:
-                        seg[p] = 48  # '0' stands for the cut value; the rest becomes spaces
-                        st.blank_to, blank_from = st.depth - 1, p + 1
+                    if st.depth + k > limit and st.blank_to is None:
+                        q = p + max(limit - st.depth, 0)  # the opener that goes one level too deep
+                        seg[q] = 48  # '0' stands for the cut value; the rest becomes spaces
+                        st.blank_to, blank_from = max(limit, st.depth), q + 1
                         self.too_deep += 1
-            elif c in (93, 125):
-                st.depth -= 1
-                st.min_depth = min(st.min_depth, st.depth)
-                if st.blank_to is not None and st.depth == st.blank_to:
-                    seg[blank_from:i] = b" " * (i - blank_from)
+                st.depth += k
+            elif c in (93, 125):  # a run of closers
+                k = len(tok)
+                if st.blank_to is not None and st.depth - k <= st.blank_to:
+                    q = p + st.depth - st.blank_to  # just after the closer that ends the cut value
+                    seg[blank_from:q] = b" " * (q - blank_from)
                     st.blank_to = blank_from = None
+                st.depth -= k
+                st.min_depth = min(st.min_depth, st.depth)
             elif rewrite and st.blank_to is None and self._too_long(tok):
                 self.long_ints += 1
                 seg[p] = 34

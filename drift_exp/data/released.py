@@ -57,7 +57,10 @@ def _lines(path: Path, repaired: Counter) -> Iterator[tuple[int, dict[str, Any] 
     size = path.stat().st_size
     with open(path, "rb") as f:
         f.seek(stream.check_head(path, f.read(4096), size, f))
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in stream.read_lines(f):
+            if raw is None:
+                yield lineno, stream.too_long(lineno), 0
+                continue
             if not raw.strip():
                 continue
             try:

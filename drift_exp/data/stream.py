@@ -272,6 +272,28 @@ class Invalid(Exception):
         self.reason = reason
 
 
+MAX_LINE = 64 << 20  # bytes in one JSON Lines row; real rows are under 1 MB
+
+
+def read_lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, the line) for each line of a binary file; None for a line over MAX_LINE bytes, which is
+    read past in pieces and never held whole (memory stays bounded on a file that is one huge line)."""
+    lineno = 0
+    while line := f.readline(MAX_LINE + 1):
+        lineno += 1
+        if len(line) <= MAX_LINE or line.endswith(b"\n"):
+            yield lineno, line
+            continue
+        while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+            pass
+        yield lineno, None
+
+
+def too_long(lineno: int) -> Invalid:
+    return Invalid("line_too_long", f"over {MAX_LINE:,} bytes in one line (no row of these data sets is this "
+                   "long; not read)")
+
+
 class _DuplicateKey(Exception):
     pass
 

@@ -56,10 +56,13 @@ def _jsonl_rows(path: Path, repaired: Counter) -> Iterator[tuple[str, Any]]:
     """(label, object or _Invalid) per non-blank line; bad lines are reported, not raised."""
     with open(path, "rb") as f:
         f.seek(stream.check_head(path, f.read(4096), path.stat().st_size, f))
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in stream.read_lines(f):
+            label = f"line {lineno}"
+            if raw is None:
+                yield label, stream.too_long(lineno)
+                continue
             if not raw.strip():
                 continue
-            label = f"line {lineno}"
             try:
                 row, n = stream.parse_line(raw)
             except _Invalid as err:
