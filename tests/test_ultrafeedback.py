@@ -439,7 +439,7 @@ def test_all_rows_invalid_is_an_error_with_skip(tmp_path):
 def test_file_level_problems(tmp_path):
     bad_utf8 = tmp_path / "rows.json"
     bad_utf8.write_bytes(b'[{"prompt": "caf\xe9"}]')
-    with pytest.raises(DataError, match=r"rows\.json: row 0: bytes that are not UTF-8 \(byte 13\)"):
+    with pytest.raises(DataError, match=r"rows\.json: row 0: bytes that are not UTF-8 \(byte 16\)"):
         load(bad_utf8, BIN)
     broken = tmp_path / "broken.json"
     broken.write_text('[{"prompt": ', encoding="utf-8")

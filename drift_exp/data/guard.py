@@ -27,12 +27,14 @@ HOLD = 11  # bytes held back between chunks: a surrogate pair escape is 12 bytes
 NUM_HOLD = 64  # a number split by the chunk boundary is held back whole up to this length
 _SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 _LOW = re.compile(rb"\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+# What JSON allows outside strings between tokens: white space, punctuation, true/false/null and (the rest of a
+# long number cut by a chunk boundary) number characters.
+_GAP = re.compile(rb"[\s,:truefalsnE0-9.+-]*")
 _TOKEN = re.compile(rb'"|[\[{]+|[\]}]+|-?[0-9][0-9.eE+-]*')
 _STRUCT = re.compile(rb'["\[\]{}:]')
 _NUMBER_CHARS = frozenset(b"0123456789+-.eE")
 _DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits -> '0', the rest -> ' '
 _LONG_RUN = b"0" * 19
-_NOT_LEAN = bytes(set(range(256)) - set(b'"[{\\uUdD0123456789'))  # translate() deletes these
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
@@ -100,11 +102,12 @@ class StreamGuard:
         self.deep_seen = False  # some row reached MAX_DEPTH: the reader checks row depths from then on
         self.rows_done = 0  # rows the parser has produced (set by the reader; tells where the depth was 1)
         self._rows_seen = 0
-        self.st = _Scan()  # the string state is always exact; the depth only while `held` is empty
+        self.st = _Scan()  # exact while `known` (strings) and `held` is empty (depth)
+        self.known = True  # st.in_str is the string state at the boundary (not tracked on the fast path)
         self.bound = 0  # an upper bound of the depth at the chunk boundary (exact while `held` is empty)
         # Chunks given since the depth was last known exactly, each with the string state at its start, and the
         # depth at the first one's start (None: a row ended in it, so its lowest depth was 1).
-        self.held: list[tuple[bytes, bool, bool]] = []
+        self.held: list[tuple[bytes, bool | None, bool]] = []
         self.held_depth: int | None = 0
         self.held_bytes = 0
         self.last_opens = 0
@@ -118,11 +121,7 @@ class StreamGuard:
                 k += 1
             cut -= k if k < NUM_HOLD else 1
         seg = buf[:cut]
-        # Quotes, openers, backslashes, digits and the letters of a surrogate escape: a small copy that answers
-        # most questions about the chunk (what is next to each other in the chunk is next to each other here).
-        lean = seg.translate(None, _NOT_LEAN)
-        # (the regex is slower than looking first; an escape may also straddle the cut)
-        if self.resume < cut and (b"\\ud" in lean or b"\\uD" in lean or b"\\" in buf[max(0, cut - 5):cut]):
+        if self.resume < cut:
             n, self.resume = fix_surrogates(buf, self.resume, cut, 1 if self.st.esc else 0)
             if n:
                 self.surrogates += n
@@ -130,33 +129,40 @@ class StreamGuard:
         self.carry = buf[cut:]
         self.resume = max(0, self.resume - cut)
         if seg:
-            self._depth_and_numbers(seg, lean)
+            self._depth_and_numbers(seg)
         return bytes(seg)
 
-    def _depth_and_numbers(self, seg: bytearray, lean: bytes) -> None:
+    def _depth_and_numbers(self, seg: bytearray) -> None:
         self._settle_previous()
-        opens = lean.count(b"[") + lean.count(b"{")
-        if self.bound + opens >= MAX_DEPTH + 1 or self.st.open_int or self.st.blank_to is not None:
+        opens = seg.count(b"[") + seg.count(b"{")
+        st = self.st
+        if self.bound + opens >= MAX_DEPTH + 1 or st.open_int or st.blank_to is not None:
             self._exact_depth()
             self._scan(seg, absolute=True)
             self.bound = self.st.depth
+            self.last_opens = opens
+            return
+        long_run = _LONG_RUN in seg.translate(_DIGITS)  # 19 digits in a row, in a string or not
+        if long_run:
+            if not self.known:
+                self._exact_depth()  # where strings are, from the held chunks
+                st = self.st
+        in_str = st.in_str if self.known else None
+        esc, held = st.esc, bytes(seg)  # (held as read: a rescan must see the numbers the rewrite turns to text)
+        if self.known and long_run:  # rewrite the integers too long (outside strings)
+            depth = st.depth
+            self._scan(seg, absolute=False)
+            st.depth = depth
         else:
-            in_str, esc = self.st.in_str, self.st.esc
-            # (19 digits in a row in the lean copy may have been apart in the chunk: then look there)
-            if _LONG_RUN in lean.translate(_DIGITS) and _LONG_RUN in seg.translate(_DIGITS):
-                # the string state is exact here: rewrite long integers
-                depth = self.st.depth
-                self._scan(seg, absolute=False)
-                self.st.depth = depth
-            else:
-                self._count_strings(seg, lean)
-            if not self.held:
-                self.held_depth = self.bound
-            self.held.append((bytes(seg), in_str, esc))
-            self.held_bytes += len(seg)
-            self.bound += opens
-            if self.held_bytes > 4 << 20:  # one long row: settle the depth now so the held bytes stay few
-                self._exact_depth()
+            self.known = False  # (not tracked on the fast path: found again from the grammar when needed)
+            st.esc = bool(_backslashes_before(seg, len(seg), 1 if esc else 0) & 1) if seg.endswith(b"\\") else False
+        if not self.held:
+            self.held_depth = self.bound
+        self.held.append((held, in_str, esc))
+        self.held_bytes += len(seg)
+        self.bound += opens
+        if self.held_bytes > 4 << 20:  # one long row: settle the depth now so the held bytes stay few
+            self._exact_depth()
         self.last_opens = opens
 
     def _settle_previous(self) -> None:
@@ -170,42 +176,35 @@ class StreamGuard:
             self.bound = min(self.bound, 1 + self.last_opens)
 
     def _exact_depth(self) -> None:
-        """Rescan the held chunks (strings and brackets only) so the depth at the boundary is exact again."""
+        """Rescan the held chunks so the depth (and the string state) at the boundary is exact again. Where the
+        first one started inside or outside a string is not tracked on the fast path: both are tried, and JSON's
+        grammar outside strings (only white space, punctuation, numbers, true/false/null) rules one out."""
         if not self.held:
             return
-        live = self.st
-        for i, (seg, in_str, esc) in enumerate(self.held):
-            if i == 0:
-                self.st = _Scan(in_str, esc, self.held_depth or 0)
-            self._scan(bytearray(seg), absolute=False, rewrite=False)
-            if i == 0 and self.held_depth is None:
-                self.st.depth += 1 - self.st.min_depth  # its lowest point was depth 1 (between two rows)
-        live.depth, self.st = self.st.depth, live
-        self.held, self.held_bytes, self.bound = [], 0, live.depth
-
-    def _count_strings(self, seg: bytearray, lean: bytes) -> None:
-        """String state after `seg` from counts alone: a quote is escaped after an odd run of backslashes. The
-        lean copy (quotes and backslashes only) answers when no backslash stands next to a quote or another
-        backslash there; otherwise the chunk itself is counted."""
-        lo = 1 if self.st.esc else 0
-        quotes = lean.count(b'"')
-        if lo or b'\\"' in lean:  # escaped quotes, or a backslash that escaped a letter dropped from `lean`
-            quotes = seg.count(b'"', lo)
-            escaped, sign, run = 0, 1, b'\\"'
-            while c := seg.count(run, lo):
-                escaped += sign * c
-                sign, run = -sign, b"\\" + run
-                if run not in lean:  # (a longer run of backslashes before a quote is in `lean` too)
+        _, in_str, esc = self.held[0]
+        live, tries = self.st, []
+        for start in ((in_str,) if in_str is not None else (False, True)):
+            self.st = st = _Scan(start, esc, self.held_depth or 0)
+            ok = True
+            for i, (seg, _, _) in enumerate(self.held):
+                ok = self._scan(bytearray(seg), absolute=False, rewrite=False, check=in_str is None)
+                if not ok:
                     break
-            quotes -= escaped
-        if quotes & 1:
-            self.st.in_str = not self.st.in_str
-        self.st.esc = bool(_backslashes_before(seg, len(seg), lo) & 1) if seg.endswith(b"\\") else False
+                if i == 0 and self.held_depth is None:
+                    st.depth += 1 - st.min_depth  # its lowest point was depth 1 (between two rows)
+            tries.append((ok, st.depth, st))
+        # Both readings valid (text made only of numbers and true/false/null): take the deeper one, to be safe,
+        # and leave the string state unknown (long integers are then left to the parser).
+        self.st = max(tries, key=lambda t: (t[0], t[1]))[2]
+        self.st.open_int = live.open_int  # a long integer rewritten at the end of the last chunk goes on
+        self.known = sum(t[0] for t in tries) == 1 or in_str is not None
+        self.held, self.held_bytes, self.bound = [], 0, self.st.depth
 
     # -- the exact tokenizer (slow path) ------------------------------------------------------------------------
-    def _scan(self, seg: bytearray, absolute: bool, rewrite: bool = True) -> None:
+    def _scan(self, seg: bytearray, absolute: bool, rewrite: bool = True, check: bool = False) -> bool:
         """Walk `seg` token by token from self.st: track strings and depth; when `absolute` (the depth is known),
-        cut values that go past MAX_DEPTH; always turn too long integers into strings."""
+        cut values that go past MAX_DEPTH; with `rewrite`, turn too long integers into strings. With `check`,
+        stop and return False at a byte outside strings that JSON does not allow there."""
         st, end = self.st, len(seg)
         i = lo = 1 if st.esc else 0
         st.esc = False
@@ -230,6 +229,8 @@ class StreamGuard:
                 st.in_str, i = False, j + 1
                 continue
             m = _TOKEN.search(seg, i)
+            if check and not _GAP.fullmatch(seg, i, m.start() if m else end):
+                return False
             if m is None:
                 break
             tok, p = m.group(), m.start()
@@ -264,6 +265,7 @@ class StreamGuard:
                     st.open_int = True
         if st.blank_to is not None and blank_from is not None:
             seg[blank_from:end] = b" " * (end - blank_from)
+        return True
 
     @staticmethod
     def _too_long(tok: bytes) -> bool:
