@@ -93,7 +93,8 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object); a malformed line (not UTF-8, not JSON, nested too deep, a key twice, an
     integer of over 4300 digits) raises DataError naming file, line and field. A lone surrogate escape is kept
     as U+FFFD (write_jsonl never writes one; a file edited by hand may hold one)."""
-    from drift_exp.data.stream import Invalid, check_head, parse_line, read_lines, too_long  # (no import cycle)
+    from drift_exp.data.lines import parse_line, read_lines, too_long  # (imported here: no import cycle)
+    from drift_exp.data.stream import Invalid, check_head
 
     try:
         f = open(path, "rb")

@@ -342,9 +342,9 @@ def test_chosen_equals_rejected(tmp_path, fmt, reader):
 
 def test_huge_line_is_not_held_whole(tmp_path, monkeypatch):
     """A JSON Lines row over MAX_LINE (64 MiB; 16 KiB here) is reported and read past in pieces."""
-    from drift_exp.data import stream
+    from drift_exp.data import lines
 
-    monkeypatch.setattr(stream, "MAX_LINE", 16 << 10)
+    monkeypatch.setattr(lines, "MAX_LINE", 16 << 10)
     for reader in READERS[1], READERS[2], READERS[4]:
         path = _file(tmp_path / reader.name, reader, Damage("huge", lambda t: _extra(t, '"' + "y" * 50_000 + '"'),
                                                             "line_too_long"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import stream
+from drift_exp.data import lines, stream
 from drift_exp.data.sources import local_or_hub
 from drift_exp.data.stream import Invalid, json_type
 from drift_exp.errors import DataError
@@ -57,14 +57,14 @@ def _lines(path: Path, repaired: Counter) -> Iterator[tuple[int, dict[str, Any] 
     size = path.stat().st_size
     with open(path, "rb") as f:
         f.seek(stream.check_head(path, f.read(4096), size, f))
-        for lineno, raw in stream.read_lines(f):
+        for lineno, raw in lines.read_lines(f):
             if raw is None:
-                yield lineno, stream.too_long(lineno), 0
+                yield lineno, lines.too_long(lineno), 0
                 continue
             if not raw.strip():
                 continue
             try:
-                obj, n = stream.parse_line(raw)
+                obj, n = lines.parse_line(raw)
             except Invalid as err:
                 yield lineno, err, 0
                 continue

@@ -8,10 +8,16 @@ Damage the parser cannot step over (a truncated file, invalid JSON, bytes that a
 closing bracket) ends the stream with `StreamDamage`, which says what happened, where (byte offset) and whether
 the rows read so far are a complete prefix of the array. The caller decides whether that is an error.
 With `repair_utf8=True` bytes that are not UTF-8 are replaced by U+FFFD (counted in `replaced`) instead.
+Every chunk passes through drift_exp.data.guard first: lone surrogate escapes become U+FFFD (counted), integers
+beyond 64 bits become text (counted), and nesting is cut at guard.MAX_DEPTH so memory stays bounded; a row that
+deep is yielded as a stand-in holding an Invalid under DAMAGED (its reader raises or counts it).
+Not detected here: a key given twice in one object (the last value wins, as with json.load; checking it through
+ijson's map_type cost +60 % parse time). A single huge value (a 1 GB string) is held whole by the parser.
 
-Also here, shared by the readers: the checks every data file gets before parsing (`check_head`: empty, a Git-LFS
-pointer, a UTF-8 byte-order mark), the per-row error `Invalid` (its reason is the skip counter's key), and the
-message helpers `json_type`, `did_you_mean` and `clean_text`.
+Also here, shared by the readers: the checks every data file gets before parsing (`check_head`: empty or white
+space only, compressed, UTF-16/32, a Git-LFS pointer, a UTF-8 byte-order mark), the per-row error `Invalid` (its
+reason is the skip counter's key), and the message helpers `json_type`, `did_you_mean` and `clean_text`. The JSON
+Lines readers' helpers are in drift_exp.data.lines.
 """
 
 from __future__ import annotations
@@ -20,7 +26,6 @@ import codecs
 import difflib
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -270,85 +275,6 @@ class Invalid(Exception):
     def __init__(self, reason: str, message: str):
         super().__init__(message)
         self.reason = reason
-
-
-MAX_LINE = 64 << 20  # bytes in one JSON Lines row; real rows are under 1 MB
-
-
-def read_lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None]]:
-    """(line number, the line) for each line of a binary file; None for a line over MAX_LINE bytes, which is
-    read past in pieces and never held whole (memory stays bounded on a file that is one huge line)."""
-    lineno = 0
-    while line := f.readline(MAX_LINE + 1):
-        lineno += 1
-        if len(line) <= MAX_LINE or line.endswith(b"\n"):
-            yield lineno, line
-            continue
-        while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
-            pass
-        yield lineno, None
-
-
-def too_long(lineno: int) -> Invalid:
-    return Invalid("line_too_long", f"over {MAX_LINE:,} bytes in one line (no row of these data sets is this "
-                   "long; not read)")
-
-
-class _DuplicateKey(Exception):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise _DuplicateKey(key)
-            seen.add(key)
-    return obj
-
-
-_KEY = re.compile(rb'"((?:[^"\\]|\\.){0,200})"\s*:')
-_LONG_DIGITS = re.compile(rb"[0-9]{4301}")
-
-
-def _key_before(raw: bytes, pos: int) -> str:
-    """The last object key written before byte `pos` of a JSON text ('' when none): names a field in messages."""
-    keys = list(_KEY.finditer(raw, max(0, pos - 100_000), pos))
-    return keys[-1].group(1).decode("utf-8", "replace") if keys else ""
-
-
-def parse_line(raw: bytes) -> tuple[Any, int]:
-    """One JSON text (a line of a JSON Lines file) -> (value, lone surrogate escapes replaced by U+FFFD).
-    Raises Invalid for bytes that are not UTF-8 (invalid_utf8), nesting of guard.MAX_DEPTH levels or more
-    (too_deep), an integer past Python's 4300-digit limit (number_too_long) and a key given twice in one object
-    (duplicate_key), each naming the field; json.JSONDecodeError is left to the caller (its messages differ)."""
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise Invalid("invalid_utf8", f"expected UTF-8 text, got the byte 0x{raw[err.start]:02x} at byte "
-                      f"{err.start} of the line") from None
-    if raw.count(b"[") + raw.count(b"{") >= guard.MAX_DEPTH:  # only then can it be that deep: measure it
-        depth, key = guard.line_depth_field(raw)
-        if depth >= guard.MAX_DEPTH:
-            raise Invalid("too_deep", f"field '{key}': nested {guard.MAX_DEPTH} or more levels deep (arrays/"
-                          "objects); no row of this data set nests like that (a damaged or hostile file?)")
-    fixed, n = guard.repair_text(raw)
-    try:
-        return json.loads(fixed, object_pairs_hook=_no_duplicate_keys), n
-    except _DuplicateKey as err:
-        raise Invalid("duplicate_key", f"field '{err.args[0]}': given twice in one object (which one is meant?)") \
-            from None
-    except json.JSONDecodeError:
-        raise
-    except RecursionError:  # deeper than the stack allows although under MAX_DEPTH (a deep call stack)
-        raise Invalid("too_deep", "nested too deeply to parse") from None
-    except ValueError:  # Python's limit on integer digits
-        m = _LONG_DIGITS.search(raw)
-        key = _key_before(raw, m.start()) if m else ""
-        raise Invalid("number_too_long", f"field '{key}': an integer of more than 4300 digits (Python's limit for "
-                      "reading one; no data set field holds such a number)") from None
 
 
 def json_type(value: Any) -> str:

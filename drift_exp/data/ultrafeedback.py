@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import stream
+from drift_exp.data import lines, stream
 from drift_exp.data.sources import SAMPLE_DIR, local_or_hub
 from drift_exp.data.stream import Invalid as _Invalid
 from drift_exp.errors import DataError
@@ -56,15 +56,15 @@ def _jsonl_rows(path: Path, repaired: Counter) -> Iterator[tuple[str, Any]]:
     """(label, object or _Invalid) per non-blank line; bad lines are reported, not raised."""
     with open(path, "rb") as f:
         f.seek(stream.check_head(path, f.read(4096), path.stat().st_size, f))
-        for lineno, raw in stream.read_lines(f):
+        for lineno, raw in lines.read_lines(f):
             label = f"line {lineno}"
             if raw is None:
-                yield label, stream.too_long(lineno)
+                yield label, lines.too_long(lineno)
                 continue
             if not raw.strip():
                 continue
             try:
-                row, n = stream.parse_line(raw)
+                row, n = lines.parse_line(raw)
             except _Invalid as err:
                 if err.reason == "invalid_utf8":  # this reader's name for it, kept
                     err = _Invalid("not_utf8", f"not UTF-8: {err}")
