@@ -31,9 +31,14 @@ A broken first row (no usable UtterranceId 0) cannot be told from a broken row o
 so that conversation is skipped too.
 Tolerated, counted in stats["warnings"], the conversation kept: null Content (read as ""; a null or blank
 judged reply is then skipped as "empty_reply", as before), a TurnId that is not UtterranceId // 2 + 1 or not an
-integer (TurnId is never used), invalid UTF-8 replaced by U+FFFD (skip mode only).
-Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply.
-Whole-file problems are errors in both modes: an empty file, a Git-LFS pointer, a top level that is not an
+integer (TurnId is never used), invalid UTF-8 replaced by U+FFFD (skip mode only), lone_surrogates_replaced (a
+valid-JSON escape like \\udc00 without its pair, kept as U+FFFD in both modes: the text is still there),
+long_integers_read_as_text (an integer beyond 64 bits; a field that must be an integer then fails as wrong_type).
+Rows nested 500 levels or deeper are refused while parsing (too_deep, naming the field), with memory bounded.
+Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply,
+empty_feedback (the judging turn is blank), empty_prompt (the user turn the judged reply answers is blank).
+Whole-file problems are errors in both modes: an empty or white-space-only file, a compressed file or UTF-16/32
+text (each named), a Git-LFS pointer, a top level that is not an
 array, an empty array, and (skip mode) a file where every conversation was skipped.
 Damage the parser cannot step over (a truncated file, invalid JSON syntax, data after the closing ']'; invalid
 UTF-8 in error mode) is an error; with skip, what was read before it is kept, the conversation it cut is dropped
@@ -81,6 +86,8 @@ def check_row(row: Any, expected: int, warnings: Counter) -> tuple[str, bool, bo
     `extract` inlines the common case (a well-formed unflagged row); this is the full check."""
     if not isinstance(row, dict):
         raise Invalid("not_an_object", f"expected a JSON object (one utterance), got {json_type(row)}")
+    if stream.DAMAGED in row:  # refused while reading (nested too deep)
+        raise row[stream.DAMAGED]
     if expected >= MAX_UTTERANCES:
         raise Invalid("conversation_too_long", f"field '{ID}': expected a restart at 0 within {MAX_UTTERANCES} "
                       "utterances (no real conversation is this long)")
@@ -150,6 +157,9 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
         reply = j - 1
         if not texts[reply].strip():
             skipped["empty_reply"] += 1
+            continue
+        if not texts[j].strip() or not texts[reply - 1].strip():  # the feedback, or the turn the reply answers
+            skipped["empty_feedback" if not texts[j].strip() else "empty_prompt"] += 1
             continue
         if d:
             out.append(record("dsat", reply, rejected=texts[reply], feedback=texts[j]))
@@ -297,11 +307,9 @@ def extract(rows: Iterable[Any], path: Path | str, source: str,
 def read_annotation(path: Path, source: str, skip_invalid: bool,
                     backend: str | None = None) -> tuple[list[FeedbackRecord], dict[str, Any]]:
     """Stream the file at `path` through `extract` (no cache). `backend`: an ijson backend name (tests)."""
-    rows = stream.ArrayStream(path, repair_utf8=skip_invalid, backend=backend)
+    rows = stream.ArrayStream(path, repair_utf8=skip_invalid, backend=backend, keep=(ID,))
     records, stats = extract(rows, path, source, skip_invalid)
-    if rows.replaced:
-        stats.setdefault("warnings", {})["invalid_utf8_replaced"] = rows.replaced
-        log.warning("!!! %s: replaced %d invalid UTF-8 sequences with U+FFFD", path, rows.replaced)
+    stream.report_repairs(rows, path, stats)
     return records, stats
 
 
