@@ -24,6 +24,7 @@ from drift_exp.config import Config, experiment_name, scorer_path
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
+from drift_exp.evaluation.base import base_eval_stage
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.records import (
@@ -60,6 +61,9 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
     if stop_here(cfg, "prepare"):
         return rd.root
     targets = select_records(records, method.record_kind(records), cfg.setting, cfg.seed)
+
+    # Base row: the untouched starting model, evaluated once (shared by every job of a sweep).
+    base_eval_stage(rd.root, cfg, tracker)
 
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
