@@ -120,3 +120,13 @@ def test_an_evaluation_with_failed_judge_calls_is_not_shared(tmp_path):
 def test_identity_is_stable_across_processes():
     cfg = load()
     assert cache_key(eval_identity(cfg)) == cache_key(eval_identity(replace(cfg)))
+
+
+def test_base_eval_job_is_one_worker_process_on_local_launchers(tmp_path):
+    import sys
+
+    from drift_exp.launch import stage_command
+
+    cmd = stage_command(load(["launcher=local"]), tmp_path, "base_eval", 0, "none", None)
+    assert cmd == [sys.executable, "-m", "drift_exp.worker", "base_eval", "--run-dir", str(tmp_path),
+                   "--iteration", "0"]
