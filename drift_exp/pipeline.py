@@ -24,7 +24,7 @@ from drift_exp.config import Config, experiment_name, scorer_path
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
-from drift_exp.evaluation.base import base_eval_stage
+from drift_exp.evaluation.base import base_eval_stage, base_stats
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.records import (
@@ -150,6 +150,7 @@ def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: s
     if st.done and ev.done:
         return st.key
     with tracker.iteration(0):
+        tracker.log("base_eval", base_stats(rd.root))  # the Base row's numbers, in iteration 0's run
         if not st.done:
             pairs = seed_pairs(records)
             write_jsonl(st.folder / "pairs.jsonl", pairs)

@@ -179,3 +179,8 @@ def test_leaderboard_row_without_session_id_names_file_and_row(tmp_path):
     (Path(cfg.results_url) / "model-a.json").write_text(json.dumps([{"session_id": "s1", "score": 2}, {"score": 5}]))
     with pytest.raises(DataError, match=r"model-a\.json: row 1: .*session_id"):
         load_leaderboard(cfg)
+
+
+def test_hub_tasks_and_checklists_offline_without_a_cache_refuse_naming_the_override():
+    with pytest.raises(DataError, match=r"allenai/WildBench\[v2/test\].*eval\.wildbench_source=<local"):
+        load_wildbench("allenai/WildBench", "v2", "test", limit=2)

@@ -156,7 +156,7 @@ def _moved(obj: Any, old: str, new: str) -> Any:
 
 def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
     """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row).
-    cfg: drift_exp.config.Config; tracker: drift_exp.tracking.Tracker."""
+    cfg: drift_exp.config.Config; tracker: drift_exp.tracking.Tracker (no run open)."""
     if not cfg.eval.benchmarks or not cfg.eval.base_model:
         return
     from drift_exp.config import experiment_name
@@ -167,14 +167,18 @@ def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
     st = base_stage(root, identity)
     if st.done:
         return
-    with tracker.iteration(0):
-        metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval",
-                                           lambda: run_stage(cfg, Path(root), "base_eval", 0, tracker))
-        write_json(st.folder / "metrics.json", {"stage": "base", "experiment": experiment_name(cfg),
-                                                "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
-                                                "eval": metrics, "shared": shared})
-        tracker.log("base_eval", flat_metrics(metrics))
+    # No W&B run of its own: the warm start logs these numbers into iteration 0's run (base_stats).
+    metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval",
+                                       lambda: run_stage(cfg, Path(root), "base_eval", 0, tracker))
+    write_json(st.folder / "metrics.json", {"stage": "base", "experiment": experiment_name(cfg),
+                                            "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
+                                            "eval": metrics, "shared": shared})
     if complete(metrics):
         st.finish({**flat_metrics(metrics), "reused": shared["reused"]})
     else:  # left unfinished: a rerun sends only the failed judge calls (the others are cached)
         log.warning("base/eval: some judge calls failed; rerun the command to retry them")
+
+
+def base_stats(root: Path) -> dict[str, Any]:
+    """The finished base evaluation's numbers (flat, for W&B), or {} when there is none."""
+    return read_markers(Path(root) / FOLDER).get("eval", {}).get("stats", {})
