@@ -120,6 +120,21 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     return metrics
 
 
+def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """Evaluate the untouched starting model on eval.benchmarks; write base/eval/ and base_eval_stats.json."""
+    from dataclasses import replace
+
+    from drift_exp.config import scorer_path
+    from drift_exp.evaluation import evaluate as run_benchmarks
+    from drift_exp.training.models import base_model_path
+
+    folder = Path(run_dir) / "base"
+    metrics = run_benchmarks(cfg.eval, cfg.generation, cfg.model.dtype, replace(cfg.scorer, path=scorer_path(cfg)),
+                             base_model_path(cfg.model), folder / "eval", f"{cfg.model.name}-base", cfg.seed)
+    write_json(folder / "base_eval_stats.json", metrics)
+    return metrics
+
+
 def generation_stats(completions: list[Completion], seconds: float) -> dict[str, Any]:
     outputs = [o for c in completions for o in c.outputs]
     finished = [f for c in completions for f in c.finished]
@@ -137,7 +152,7 @@ def generation_stats(completions: list[Completion], seconds: float) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["generate", "train", "eval"])
+    parser.add_argument("stage", choices=["generate", "train", "eval", "base_eval"])
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--iteration", type=int, required=True)
     parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")
@@ -154,6 +169,8 @@ def main(argv: list[str] | None = None) -> None:
             generate(cfg, args.run_dir, args.iteration)
         elif args.stage == "eval":
             evaluate(cfg, args.run_dir, args.iteration)
+        elif args.stage == "base_eval":
+            evaluate_base(cfg, args.run_dir)
         else:
             train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
     finally:
