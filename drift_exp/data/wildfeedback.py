@@ -70,7 +70,7 @@ KNOWN = (ID, TURN, ROLE, CONTENT, "State", "Preceeding", SAT, "Satisfaction-Just
          "Dissatisfaction-Justificiation")
 ROLE_AT = ("User", "Agent")  # by UtterranceId parity
 ANNOTATION_FILE = "sat_dsat_annotation.json"
-EXTRACTOR_VERSION = 3  # bump whenever the records or stats extracted from a file change (invalidates caches)
+EXTRACTOR_VERSION = 4  # bump whenever the records or stats extracted from a file change (invalidates caches)
 MAX_UTTERANCES = 10_000  # in one conversation; real ones have at most a few hundred
 
 
