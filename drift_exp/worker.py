@@ -59,24 +59,9 @@ def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
 
 def generation_layout(cfg: Config, model_path: str):
     """The replicas x tensor-parallel layout on this machine's visible GPUs; ConfigError on a problem."""
-    import torch
+    from drift_exp.generation.replicas import node_layout
 
-    from drift_exp.errors import ConfigError
-    from drift_exp.generation.layout import choose_layout
-    from drift_exp.model_shapes import ShapeUnknown, model_shape
-
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    try:
-        shape = model_shape(model_path, cfg.model.tiny)
-    except ShapeUnknown:
-        shape = None
-    memory = cfg.launcher.gpu_memory_gb
-    if memory is None and gpus:
-        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
-    layout = choose_layout(cfg.generation, shape, gpus, memory)
-    if layout.problems:
-        raise ConfigError("generation layout: " + "; ".join(f"{key} {why}" for key, why in layout.problems))
-    return layout
+    return node_layout(cfg.generation, model_path, cfg.launcher.gpu_memory_gb, cfg.model.tiny)
 
 
 def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",

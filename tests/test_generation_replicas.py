@@ -99,3 +99,13 @@ def test_two_hf_replicas_equal_one_byte_for_byte(tiny, tmp_path):
     assert (tmp_path / "b" / "replica_1.log").exists()  # ran as child processes
     other, _ = generate_replicated(cfg, "float32", str(tiny), requests(), 99, Layout("hf", 0, 1, 1), tmp_path / "c")
     assert [c.outputs for c in other] != [c.outputs for c in one]  # the seed matters
+
+
+def test_node_layout_on_this_cpu_machine():
+    from drift_exp.errors import ConfigError
+    from drift_exp.generation.replicas import node_layout
+
+    assert node_layout(GenerationConfig(), "tiny").describe() == "1x TP1"  # no GPU: one replica
+    assert node_layout(GenerationConfig(replicas=2), "tiny").replicas == 2  # CPU processes on request
+    with pytest.raises(ConfigError, match="generation.tensor_parallel_size"):
+        node_layout(GenerationConfig(tensor_parallel_size=2), "tiny")

@@ -22,7 +22,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from drift_exp.config import GenerationConfig
+from drift_exp.config import GenerationConfig, TinyModelConfig
 from drift_exp.errors import UserError
 from drift_exp.generation.layout import Layout
 from drift_exp.records import Completion, GenRequest, read_jsonl, write_jsonl
@@ -30,6 +30,36 @@ from drift_exp.records import Completion, GenRequest, read_jsonl, write_jsonl
 
 class ReplicaFailed(UserError):
     """A generation replica's process exited with an error."""
+
+
+def node_layout(cfg: GenerationConfig, model_path: str, gpu_memory_gb: float | None = None,
+                tiny: TinyModelConfig | None = None) -> Layout:
+    """The layout on this machine's visible GPUs (CUDA_VISIBLE_DEVICES applies); ConfigError on a problem.
+
+    gpu_memory_gb: launcher.gpu_memory_gb (null: the visible GPU's memory)."""
+    import torch
+
+    from drift_exp.errors import ConfigError
+    from drift_exp.generation.layout import choose_layout
+    from drift_exp.model_shapes import ShapeUnknown, model_shape
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        shape = model_shape(model_path, tiny)
+    except ShapeUnknown:
+        shape = None
+    if gpu_memory_gb is None and gpus:
+        gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    layout = choose_layout(cfg, shape, gpus, gpu_memory_gb)
+    if layout.problems:
+        raise ConfigError("generation layout: " + "; ".join(f"{key} {why}" for key, why in layout.problems))
+    return layout
+
+
+def generate_on_node(cfg: GenerationConfig, model_dtype: str, model_path: str, requests: list[GenRequest],
+                     seed: int, workdir: Path) -> tuple[list[Completion], dict[str, Any]]:
+    """generate_replicated over node_layout: every visible GPU used, for callers such as the evaluation."""
+    return generate_replicated(cfg, model_dtype, model_path, requests, seed, node_layout(cfg, model_path), workdir)
 
 
 def _generate_one(cfg: GenerationConfig, model_dtype: str, model_path: str, requests: list[GenRequest], seed: int,
