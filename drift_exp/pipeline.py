@@ -86,7 +86,7 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
                 return rd.root
             if not st["generate"].done:
                 rd.require(st["requests"].folder / "requests.jsonl", f"iter_{k}/requests")
-            completions = generate_stage(st["generate"], cfg, rd, k, tracker)
+            completions = generate_stage(st["generate"], cfg, rd, k, tracker, needed=not st["pairs"].done)
             if stop_here(cfg, "generate", k):
                 return rd.root
             # Pairs: DRIFT keeps the real DSAT reply as rejected, the fresh sample as chosen.
@@ -232,10 +232,13 @@ def requests_stage(st: Stage, method: PairBuilder, targets: list[FeedbackRecord]
     tracker.log("stage/requests", st.stats)
 
 
-def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> list[Completion]:
+def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker, needed: bool) -> list[Completion]:
+    """Sample iteration k's requests; return the completions when `needed` (the pairs are still to build)."""
     if not st.done:
         st.finish(run_stage(cfg, rd.root, "generate", k, tracker))
     tracker.log("stage/generation", st.stats)
+    if not needed:
+        return []
     return read_jsonl(rd.require(st.folder / "completions.jsonl", f"iter_{k}/generate"), Completion)
 
 
