@@ -41,6 +41,19 @@ class RefModeKind(StrEnum):
     precomputed = "precomputed"  # reference log-probs computed once before training; one resident model
 
 
+class Truncation(StrEnum):
+    # The prompt keeps its last trainer.max_prompt_length tokens, each completion is cut so that prompt +
+    # completion <= trainer.max_length; no pair is dropped (the authors' TRL; drift_exp/training/truncation.py).
+    authors = "authors"
+    trl = "trl"  # TRL 1.16's own: keep the start of prompt + completion, drop pairs whose prompt fills max_length
+
+
+class SamplingDefaults(StrEnum):
+    # Start from the checkpoint's generation_config.json (as the authors' HF generate did), then the config.
+    model = "model"
+    none = "none"  # the config's settings only; the checkpoint's defaults are switched off
+
+
 class TrackingMode(StrEnum):
     auto = "auto"  # online when a W&B API key is configured, offline otherwise
     online = "online"
@@ -134,9 +147,12 @@ class TrainerConfig:
     optim: str = "rmsprop"
     lr_scheduler_type: str = "linear"
     warmup_ratio: float = 0.1
-    # The global batch: micro batch x gradient accumulation x world size, whatever the world size.
-    global_batch_size: int = 4
-    # Largest per-device batch; gradient accumulation makes up the rest of the global batch.
+    # null: the authors' batch, micro_batch_size pairs per device and no accumulation, so the effective
+    # batch is 4 x world size (32 on 8 GPUs). Set: pins the effective batch (micro x accumulation x world
+    # size) whatever the number of GPUs; the world size must divide it.
+    global_batch_size: int | None = None
+    # Pairs per device per step (the authors' per_device_train_batch_size: 4); with global_batch_size set,
+    # the largest per-device batch, gradient accumulation making up the rest.
     micro_batch_size: int = 4
     max_length: int = 2048
     # null: bf16 where the hardware supports it (GPUs with bf16), fp32 otherwise.
@@ -160,6 +176,11 @@ class TrainerConfig:
     max_grad_norm: float = 1.0
     # Steps between loss logs (and the NaN/inf checks of drift_exp/training/guards.py).
     logging_steps: int = field(default=1, metadata=NEUTRAL)
+    # How pairs longer than max_length are cut: authors (the paper's setting; nothing dropped) | trl.
+    truncation: Truncation = Truncation.authors
+    # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
+    # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
+    max_prompt_length: int | None = None
 
 
 @dataclass
@@ -169,18 +190,20 @@ class GenerationConfig:
     # Authors' gen-drift.py settings.
     temperature: float = 0.7
     top_p: float = 0.9
-    # Disabled by default (-1 / 1.0). The model's own generation_config is NOT merged in, so both
-    # backends sample with exactly these settings; set these to match e.g. Qwen's shipped defaults.
-    top_k: int = -1
-    repetition_penalty: float = 1.0
+    # null: the checkpoint's generation_config.json value with sampling_defaults=model (Qwen2.5: 20), off
+    # otherwise; -1 = off. Both backends apply the same resolved value (drift_exp/generation/sampling.py).
+    top_k: int | None = None
+    # null: as top_k (Qwen2.5: 1.05); 1.0 = off.
+    repetition_penalty: float | None = None
     max_new_tokens: int = 512
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
     # Result-affecting: the HF backend draws every batch's samples from one random stream, so another
     # batch size gives other samples (vLLM seeds each request, but the key cannot tell the backends apart).
     batch_size: int = 16
-    # vLLM only. null: every visible GPU (1 on CPU). How the engine is laid out and how much memory it
-    # takes (these three) change the speed, not what is sampled: neutral.
+    # vLLM only: GPUs per engine. null: the smallest size legal for the model's heads that fits its weights
+    # and a useful KV cache (drift_exp/generation/layout.py); the node's other GPUs run more replicas.
+    # How the engine is laid out and how much memory it takes change the speed, not what is sampled: neutral.
     tensor_parallel_size: int | None = field(default=None, metadata=NEUTRAL)
     gpu_memory_utilization: float = field(default=0.9, metadata=NEUTRAL)
     enforce_eager: bool = field(default=False, metadata=NEUTRAL)
@@ -188,6 +211,13 @@ class GenerationConfig:
     max_model_len: int | None = None
     # Any other vllm.LLM argument.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them and
+    # the completions do not depend on their number. null: vLLM, the GPUs // tensor_parallel_size; HF, one
+    # per GPU (1 on CPU). See drift_exp/generation/layout.py.
+    replicas: int | None = field(default=None, metadata=NEUTRAL)
+    # model: start from the checkpoint's generation_config.json, then apply temperature, top_p,
+    # max_new_tokens (and top_k / repetition_penalty where set) | none: the config's settings only.
+    sampling_defaults: SamplingDefaults = SamplingDefaults.model
 
 
 @dataclass
@@ -218,6 +248,9 @@ class LauncherConfig:
     deepspeed: bool = field(default=True, metadata=NEUTRAL)
     # The rendezvous port of accelerate's launcher.
     main_process_port: int = field(default=29500, metadata=NEUTRAL)
+    # Memory of one GPU in GB (GiB), for the preflight's memory checks (python -m drift_exp.plan).
+    # null: the visible GPU's, or no memory check where there is none.
+    gpu_memory_gb: float | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
@@ -237,6 +270,9 @@ class RunConfig:
     overwrite: bool = field(default=False, metadata=NEUTRAL)
     # Folder name under outputs/sweeps/ for multirun.
     sweep_name: str = field(default="multirun", metadata=NEUTRAL)
+    # Run the preflight checks of `python -m drift_exp.plan` (layout, batch, memory, data, judge keys,
+    # disk) before anything is read or written; false skips them.
+    preflight: bool = field(default=True, metadata=NEUTRAL)
 
 
 @dataclass
@@ -295,8 +331,12 @@ DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ul
 _STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train|eval))$")
 
 
-def validate(cfg: Config) -> None:
-    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key."""
+def validate(cfg: Config, environment: bool = True) -> None:
+    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key.
+
+    environment=False leaves out what depends on this machine (installed packages, local paths): the
+    preflight plans jobs for another node and reports those as warnings (`environment_problems`).
+    """
     checks: list[tuple[str, bool, str]] = [
         ("iterations", cfg.iterations >= 1, f"must be >= 1, got {cfg.iterations}"),
         ("method.kind", cfg.method.kind in METHOD_KINDS, f"must be one of {METHOD_KINDS}, got {cfg.method.kind!r}"),
@@ -312,11 +352,15 @@ def validate(cfg: Config) -> None:
         ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
         ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,
          f"must be in [0, 1), got {cfg.trainer.warmup_ratio}"),
-        ("trainer.global_batch_size", cfg.trainer.global_batch_size >= 1,
-         f"must be >= 1, got {cfg.trainer.global_batch_size}"),
+        ("trainer.global_batch_size", cfg.trainer.global_batch_size is None or cfg.trainer.global_batch_size >= 1,
+         f"must be >= 1 or null (micro_batch_size per device), got {cfg.trainer.global_batch_size}"),
         ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
          f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
         ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),
+        ("trainer.max_prompt_length", cfg.trainer.max_prompt_length is None
+         or 1 <= cfg.trainer.max_prompt_length < cfg.trainer.max_length,
+         f"must be null (half of max_length) or in [1, trainer.max_length={cfg.trainer.max_length}), "
+         f"got {cfg.trainer.max_prompt_length}"),
         ("trainer.warm_start_epochs", cfg.trainer.warm_start_epochs >= 0,
          f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
         ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
@@ -329,10 +373,11 @@ def validate(cfg: Config) -> None:
         ("generation.temperature", cfg.generation.temperature >= 0,
          f"must be >= 0 (0 = greedy), got {cfg.generation.temperature}"),
         ("generation.top_p", 0 < cfg.generation.top_p <= 1, f"must be in (0, 1], got {cfg.generation.top_p}"),
-        ("generation.top_k", cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
-         f"must be -1 (off) or >= 1, got {cfg.generation.top_k}"),
-        ("generation.repetition_penalty", cfg.generation.repetition_penalty > 0,
-         f"must be > 0, got {cfg.generation.repetition_penalty}"),
+        ("generation.top_k", cfg.generation.top_k is None or cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
+         f"must be null (the checkpoint's), -1 (off) or >= 1, got {cfg.generation.top_k}"),
+        ("generation.repetition_penalty", cfg.generation.repetition_penalty is None
+         or cfg.generation.repetition_penalty > 0,
+         f"must be null (the checkpoint's) or > 0, got {cfg.generation.repetition_penalty}"),
         ("generation.max_new_tokens", cfg.generation.max_new_tokens >= 1,
          f"must be >= 1, got {cfg.generation.max_new_tokens}"),
         ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
@@ -372,22 +417,42 @@ def validate(cfg: Config) -> None:
          "sample with a temperature > 0 or set method.n_samples=1"),
         ("generation.temperature", not (greedy and cfg.method.kind == "iterdpo" and not cfg.method.guided),
          "is 0 (greedy), so unguided IterDPO's two samples of a prompt would be identical (chosen == rejected)"),
-        ("generation.backend", cfg.generation.backend != "vllm" or _installed("vllm"),
-         "is vllm, but the vllm package is not installed (pip install 'drift_exp[vllm]', or generation=hf)"),
-        ("launcher.deepspeed", not (cfg.launcher.name != "inline" and cfg.launcher.deepspeed)
-         or _installed("deepspeed"),
-         f"is true with launcher={cfg.launcher.name}, but the deepspeed package is not installed "
-         "(install it, or pass launcher.deepspeed=false)"),
     ]
+    if environment:
+        checks += _environment_checks(cfg)
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
     validate_eval(cfg.eval)
-    check_local_paths(cfg)
+    if environment:
+        check_local_paths(cfg)
     if cfg.run.stop_after:
         m = _STOP_AFTER.match(cfg.run.stop_after)
         if m and m.group(3) is not None and not 1 <= int(m.group(3)) <= cfg.iterations:
             raise ConfigError(f"run.stop_after names iteration {m.group(3)}, but iterations={cfg.iterations}")
+
+
+def _environment_checks(cfg: Config) -> list[tuple[str, bool, str]]:
+    """The packages this run needs on this machine."""
+    return [
+        ("generation.backend", cfg.generation.backend != "vllm" or _installed("vllm"),
+         "is vllm, but the vllm package is not installed (pip install -e '.[gpu]', or generation=hf)"),
+        ("launcher.deepspeed", not (cfg.launcher.name != "inline" and cfg.launcher.deepspeed)
+         or _installed("deepspeed"),
+         f"is true with launcher={cfg.launcher.name}, but the deepspeed package is not installed "
+         "(pip install -e '.[gpu]', or pass launcher.deepspeed=false)"),
+    ]
+
+
+def environment_problems(cfg: Config) -> list[tuple[str, str]]:
+    """What this machine lacks for the run (packages, local paths), as (key, why) pairs."""
+    problems = [(key, why) for key, ok, why in _environment_checks(cfg) if not ok]
+    try:
+        check_local_paths(cfg)
+    except ConfigError as err:
+        key = re.match(r"[\w.]+", str(err))
+        problems.append((key.group(0) if key else "config", str(err)))
+    return problems
 
 
 def _get(cfg: Config, key: str) -> Any:

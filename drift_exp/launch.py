@@ -31,15 +31,18 @@ class StageFailed(UserError):
 
 
 def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) -> dict[str, Any]:
-    """Run the generate or train job of iteration k; return the stats it wrote."""
+    """Run the generate, train or eval job of iteration k (base_eval: the starting model, in base/);
+    return the stats it wrote."""
     from drift_exp import worker
 
-    folder = run_dir / f"iter_{k}"
+    folder = run_dir / ("base" if stage == "base_eval" else f"iter_{k}")
     if cfg.launcher.name == "inline":
         if stage == "generate":
             return worker.generate(cfg, run_dir, k)
         if stage == "eval":
             return worker.evaluate(cfg, run_dir, k)
+        if stage == "base_eval":
+            return worker.evaluate_base(cfg, run_dir)
         return worker.train(cfg, run_dir, k, tracker.report_to)
     ds_config = None
     if stage == "train" and cfg.launcher.deepspeed:
@@ -52,7 +55,7 @@ def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) 
     # when the orchestrator reopens the run after the child exits.
     env = {key: v for key, v in os.environ.items() if key != "WANDB_SERVICE"}
     with tracker.paused() as wandb_env:
-        _run_child(cmd, {**env, **wandb_env}, folder / f"{stage}.log", f"iter_{k}/{stage}")
+        _run_child(cmd, {**env, **wandb_env}, folder / f"{stage}.log", f"{folder.name}/{stage}")
     return json.loads((folder / f"{stage}_stats.json").read_text())
 
 
@@ -85,8 +88,8 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
                   ds_config: Path | None) -> list[str]:
     """The command line of one stage's job (pure: tested without running it)."""
     job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
-    if stage in ("generate", "eval"):
-        return [sys.executable, *job]  # one process; vLLM spreads over the node's GPUs itself
+    if stage in ("generate", "eval", "base_eval"):
+        return [sys.executable, *job]  # one process; it starts one child per generation replica itself
     job += ["--report-to", report_to]
     if ds_config is not None:
         job += ["--deepspeed-config", str(ds_config)]

@@ -25,6 +25,7 @@ from drift_exp.credentials import saved_config
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
+from drift_exp.evaluation.base import base_eval_stage, base_stats
 from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
@@ -44,6 +45,10 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.run.preflight:  # python -m drift_exp.plan's checks, before any data is read or anything written
+        from drift_exp.plan import preflight
+
+        preflight(cfg, run_dir)
     rd = RunDir(run_dir, cfg.run.overwrite)
     with rd.locked():
         return _run(rd, cfg, dcfg)
@@ -68,6 +73,9 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
     if stop_here(cfg, "prepare"):
         return rd.root
     targets = select_records(records, method.record_kind(records), cfg.setting, cfg.seed)
+
+    # Base row: the untouched starting model, evaluated once (shared by every job of a sweep).
+    base_eval_stage(rd.root, cfg, tracker)
 
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
@@ -190,6 +198,7 @@ def warm_start(plan: Plan, cfg: Config, rd: RunDir, records: list[FeedbackRecord
     if st.done and ev.done:
         return
     with tracker.iteration(0):
+        tracker.log("base_eval", base_stats(rd.root))  # the Base row's numbers, in iteration 0's run
         if not st.done:
             pairs = seed_pairs(records)
             write_jsonl(st.folder / "pairs.jsonl", pairs)

@@ -117,17 +117,31 @@ def write_jsonl(path: Path, items: Iterable[Any]) -> int:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object); a malformed line raises DataError naming file and line."""
+    """Yield (line number, object); a malformed line (not UTF-8, not JSON, nested too deep, a key twice, an
+    integer of over 4300 digits) raises DataError naming file, line and field. A lone surrogate escape is kept
+    as U+FFFD (write_jsonl never writes one; a file edited by hand may hold one)."""
+    from drift_exp.data.lines import parse_line, read_lines, too_long  # (imported here: no import cycle)
+    from drift_exp.data.stream import Invalid, check_head
+
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot open ({err.strerror})") from None
     with f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+        head = f.read(4096)
+        # An empty file is no rows (a stage may write none); a compressed or UTF-16 file is named.
+        f.seek(check_head(path, head, os.fstat(f.fileno()).st_size) if head.strip() else 0)
+        for lineno, raw in read_lines(f):
+            if raw is None:
+                raise DataError(f"{path}: line {lineno}: {too_long(lineno)}")
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj, _ = parse_line(raw)
+            except Invalid as err:
+                raise DataError(f"{path}: line {lineno}: {err}") from None
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict):

@@ -50,7 +50,8 @@ def test_paper_settings_are_the_defaults():
     t = load(["model=qwen14b"]).trainer
     assert (t.beta, t.learning_rate, t.optim, t.lr_scheduler_type, t.warmup_ratio) == (0.1, 5e-7, "rmsprop",
                                                                                       "linear", 0.1)
-    assert (t.global_batch_size, t.max_length, t.warm_start_epochs, t.epochs, t.rpo_alpha) == (4, 2048, 3, 1, 0.001)
+    assert (t.global_batch_size, t.micro_batch_size, t.max_length, t.warm_start_epochs, t.epochs, t.rpo_alpha) == (
+        None, 4, 2048, 3, 1, 0.001)  # the authors' batch: 4 per device, no accumulation
     g = load([]).generation
     assert (g.temperature, g.top_p, g.max_new_tokens) == (0.7, 0.9, 512)
 

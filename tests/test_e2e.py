@@ -72,10 +72,14 @@ def test_every_stage_writes_its_files(full_run):
             assert sum(1 for _ in open(it / name)) == 38, name  # one sample per DSAT record
         metrics = json.loads((it / "metrics.json").read_text())
         assert metrics["generate"]["samples"] == 38 and metrics["pairs"]["pairs"] == 38
-        # TRL drops pairs whose prompt alone fills max_length (512 here); the count is reported, not lost
+        # trainer.truncation=authors: long pairs are cut (prompts to their last 256 tokens here), none dropped
         train = metrics["train"]
-        assert train["examples"] + train["dropped_too_long"] == 38 and train["examples"] > 0
+        assert train["examples"] == 38 and train["dropped_too_long"] == 0 and train["truncation"] == "authors"
+        assert train["truncated_prompts"] > 0 and train["max_prompt_length"] == 256
         assert train["steps"] == math.ceil(train["examples"] / 4)
+        # the tiny checkpoint's generation_config.json sets no top_k / repetition_penalty: both off
+        assert json.loads((it / "generate_stats.json").read_text())["sampling"] == {
+            "temperature": 0.7, "top_p": 0.9, "top_k": -1, "repetition_penalty": 1.0, "max_new_tokens": 48}
     # iteration 2 starts from iteration 1's checkpoint, which starts from the warm start's
     assert json.loads((full_run / "iter_2" / "metrics.json").read_text())["policy_start"].endswith(
         "iter_1/checkpoint")

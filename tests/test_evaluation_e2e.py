@@ -1,6 +1,7 @@
 """evaluate() end to end on the tiny model (CPU) with the bundled samples: real HF generation, real
 tiny reward model, and a real HTTP judge: a local OpenAI-compatible server returning canned verdicts."""
 
+import hashlib
 import json
 import os
 import stat
@@ -15,7 +16,12 @@ import pytest
 from drift_exp.config import GenerationConfig, ScorerConfig, TinyModelConfig
 from drift_exp.evaluation import EvalConfig, JudgeConfig, evaluate
 from drift_exp.evaluation.benchmarks import load_alpaca_eval, load_proxy_prompts, load_wildbench
+from drift_exp.evaluation.config import WildBenchConfig
+from drift_exp.evaluation.fetch import FetchError
 from drift_exp.evaluation.wb_metrics import GROUPS
+from drift_exp.evaluation.wildbench import checklist_digest
+
+from .test_evaluation_wb_elo import TEMPLATE, write_leaderboard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 GENERATOR = "sample-tiny-drift-controlled-s42-iter1"  # the generator's row in fixtures/eval/leaderboard.csv
@@ -71,13 +77,17 @@ def run(tmp_path_factory, model_cache, judge_server):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DRIFT_TEST_JUDGE_KEY", "sk-local")
         policy = str(build_tiny(TinyModelConfig()))
-        out = tmp_path_factory.mktemp("run") / "iter_1" / "eval"
+        root = tmp_path_factory.mktemp("run")
+        out = root / "iter_1" / "eval"
+        # WildBench's template and leaderboard as local copies (the tests never touch the network).
+        sessions = [t["session_id"] for t in load_wildbench("sample", limit=3)]
+        wildbench = WildBenchConfig(template_file=str(TEMPLATE), elo=write_leaderboard(root / "leaderboard", sessions))
         judge = JudgeConfig(enabled=True, base_url=judge_server.url, api_key_env="DRIFT_TEST_JUDGE_KEY",
                             backoff_s=0.0)
         # Greedy decoding makes the random tiny model repeat a special token (an empty reply, see
         # test_greedy_tiny_model_gives_empty_replies_scored_1); sampling (seeded) gives text to judge.
         cfg = EvalConfig(benchmarks=["alpaca_eval", "wildbench", "proxy"], limit=3, max_new_tokens=8,
-                         temperature=0.7, top_p=0.9, judge=judge)
+                         temperature=0.7, top_p=0.9, judge=judge, wildbench=wildbench)
         args = dict(gen_cfg=GenerationConfig(), model_dtype="float32", scorer_cfg=ScorerConfig(path="tiny"),
                     policy_path=policy, out_dir=out, generator_name=GENERATOR, seed=42)
         first = evaluate(cfg, **args)
@@ -194,7 +204,33 @@ def test_judge_enabled_without_base_url_writes_outputs_only(run, tmp_path):
     m = evaluate(cfg, **{**run["args"], "out_dir": tmp_path / "eval"})
     assert m == {"wildbench": {"n_outputs": 1, "model_outputs": str(tmp_path / "eval" / "wildbench" /
                                                                     f"{GENERATOR}.json"),
+                               "checklists": {"source": "sample", "n": 1,
+                                              "sha256": checklist_digest(load_wildbench("sample", limit=1))},
                                "judge_skipped": "eval.judge.base_url is not set"}}
+
+
+def test_wb_elo_template_and_checklist_checksums_in_the_metrics(run):
+    w = run["first"]["wildbench"]
+    tasks = load_wildbench("sample", limit=3)
+    assert w["template"]["sha256"] == hashlib.sha256(TEMPLATE.read_bytes()).hexdigest()
+    assert (w["template"]["template"], w["template"]["proxy"]) == ("official", False)
+    assert w["checklists"] == {"source": "sample", "sha256": checklist_digest(tasks), "n": 3}
+    # Every reply scored 7: against model-a (3 everywhere, Arena Elo 1150) a win on each of the 3 tasks,
+    # against model-b (7, no Arena Elo) a draw on each.
+    d = w["elo_detail"]
+    assert (d["games"], d["wins"], d["draws"], d["losses"], d["models"], d["anchored"]) == (6, 3, 3, 0, 3, 1)
+    assert isinstance(w["elo"], float) and w["elo"] > 1000  # started at 1000, never lost
+    saved = json.loads((run["out"] / "wildbench" / "elo.json").read_text())
+    assert saved["elo"] == w["elo"] and saved["leaderboard"]["models"] == 2 and saved["settings"]["k_factor"] == 4
+
+
+def test_official_template_offline_and_uncached_stops_before_generating(run, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DRIFT_EXP_CACHE", str(tmp_path / "empty-cache"))
+    cfg = replace(run["cfg"], benchmarks=["wildbench"], wildbench=WildBenchConfig())
+    with pytest.raises(FetchError, match="eval.wildbench.template_file"):
+        evaluate(cfg, **{**run["args"], "out_dir": tmp_path / "eval"})
+    assert not (tmp_path / "eval" / "completions.jsonl").exists()
 
 
 def test_no_benchmarks_is_a_no_op(run, tmp_path):

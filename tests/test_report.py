@@ -265,6 +265,38 @@ def test_each_data_set_gets_its_own_paper_rows(tmp_path):
     assert uf[("spin", "2")]["win_paper"] == "13.66"
 
 
+def write_base(run: Path, ev: dict) -> None:
+    """base/metrics.json as drift_exp.evaluation.base writes it."""
+    (run / "base").mkdir(parents=True, exist_ok=True)
+    data, model, *_ = run.name.split("-")
+    (run / "base" / "metrics.json").write_text(json.dumps({"stage": "base", "experiment": run.name, "data": data,
+                                                           "model": model, "seed": 42, "eval": ev}))
+
+
+def test_base_row_comes_from_base_and_seed_from_iteration_0_with_the_proxy_marked(tmp_path):
+    official = {"judge": "gpt-4o-2024-05-13", "template": {"template": "official", "proxy": False}}
+    paraphrase = {"judge": "gpt-4o-2024-05-13", "template": {"template": "project", "proxy": True}}
+    drift = write_run(tmp_path, "wildfeedback", "qwen7b", "drift", "full", {
+        0: {"wildbench": {**wb(49.5, elo=1190.0), **official}}, 1: {"wildbench": {**wb(50.0), **paraphrase}}})
+    spin = write_run(tmp_path, "wildfeedback", "qwen7b", "spin", "controlled", {0: {}, 1: {}})
+    for run in (drift, spin):  # the sweep's jobs share one base evaluation
+        write_base(run, {"wildbench": {**wb(48.0, elo=1194.0), **official}, "alpaca_eval": {"win_rate": 37.0}})
+    report = build_report([tmp_path], tmp_path / "report", log_to_wandb=False)
+    rows = {(r["method"], r["iteration"]): r for r in read_csv(report.csv)}
+    base, seed = rows[("base", "0")], rows[("seed", "0")]
+    assert (base["task"], base["task_paper"], base["task_delta"]) == ("48.00", "48.66", "-0.66")
+    assert (base["elo"], base["elo_paper"], base["elo_delta"], base["win"]) == ("1194.00", "1194.67", "-0.67", "37.00")
+    assert len(base["runs"].split()) == 2 and base["wb_template"] == "official"
+    assert (seed["task"], seed["elo"], seed["elo_paper"]) == ("49.50", "1190.00", "1193.66")
+    text = report.markdown.read_text()
+    (_, header, body), *_ = md_tables(text)
+    assert [r[1] for r in body[:2]] == ["base", "seed"]
+    assert body[0][4:6] == ["1194.00 / 1194.67 (-0.67)", "48.00 / 48.66 (-0.66)"]
+    drift1 = next(r for r in body if r[:3] == ["full", "drift", "1"])
+    assert drift1[5] == "50.00† / 50.61 (-0.61)"  # judged with the paraphrase: marked, and explained
+    assert "† WildBench judged with this project's paraphrase" in text
+
+
 def test_figures_are_pngs(fake_report):
     names = sorted(p.name for p in fake_report.glob("*.png"))
     assert names == ["figure2_wildfeedback-qwen7b.png", "figure5_wildfeedback-qwen7b-drift-full-s42.png",
@@ -357,11 +389,19 @@ TINY = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=d
 def test_sweep_end_to_end_then_report(tmp_path, model_cache):
     sweep_dir = tmp_path / "table7"
     env = dict(os.environ, WANDB_MODE="offline")
-    cmd = [sys.executable, "-m", "drift_exp", "-m", "+sweep=table7", *TINY, f"hydra.sweep.dir={sweep_dir}"]
+    cmd = [sys.executable, "-m", "drift_exp", "-m", "+sweep=table7", *TINY, f"hydra.sweep.dir={sweep_dir}",
+           f"eval.base_cache_dir={tmp_path / 'base_cache'}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert runs == ["sample-tiny-drift-full-s42", "sample-tiny-iterdpo-full-s42", "sample-tiny-spin-controlled-s42"]
+    # Every job has its base/ stage, but the untouched model was evaluated once: the other jobs copied it.
+    bases = [json.loads((sweep_dir / r / "base" / "metrics.json").read_text()) for r in runs]
+    assert sorted(b["shared"]["reused"] for b in bases) == [False, True, True]
+    assert len({b["shared"]["key"] for b in bases}) == 1 and len({json.dumps(b["eval"]) for b in bases}) == 1
+    for r in runs:
+        assert "eval" in json.loads((sweep_dir / r / "base" / "DONE").read_text())
+        assert (sweep_dir / r / "base" / "eval" / "proxy" / "rewards.jsonl").exists()
 
     out = tmp_path / "report"
     proc = subprocess.run([sys.executable, "-m", "drift_exp.report", str(sweep_dir), "--out", str(out), "--no-wandb"],
@@ -369,14 +409,26 @@ def test_sweep_end_to_end_then_report(tmp_path, model_cache):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     rows = read_csv(out / "results.csv")
     assert {(r["method"], r["setting"], r["iteration"]) for r in rows} == {
-        ("seed", MISSING, "0"), ("spin", "controlled", "1"), ("iterdpo", "full", "1"), ("drift", "full", "1")}
+        ("base", MISSING, "0"), ("seed", MISSING, "0"), ("spin", "controlled", "1"), ("iterdpo", "full", "1"),
+        ("drift", "full", "1")}
+    by_method = {r["method"]: r for r in rows}
+    # Base: base/ of the three runs (one row); Seed: iteration 0 (the warm start), both with numbers.
+    assert len(by_method["base"]["runs"].split()) == 3 and len(by_method["seed"]["runs"].split()) == 3
+    assert float(by_method["base"]["proxy"]) == pytest.approx(bases[0]["eval"]["proxy"]["reward_mean"], abs=1e-4)
+    seed_metrics = json.loads((sweep_dir / runs[0] / "iter_0" / "metrics.json").read_text())
+    assert float(by_method["seed"]["proxy"]) == pytest.approx(seed_metrics["eval"]["proxy"]["reward_mean"], abs=1e-4)
+    assert by_method["base"]["loss"] == MISSING  # nothing was trained for the Base row
     for r in rows:
-        assert math.isfinite(float(r["loss"])) and math.isfinite(float(r["margins"]))
+        assert math.isfinite(float(r["proxy"]))
+        if r["method"] != "base":
+            assert math.isfinite(float(r["loss"])) and math.isfinite(float(r["margins"]))
         assert r["task"] == r["task_paper"] == r["win"] == MISSING  # no benchmark on CPU, no paper row for tiny
     text = (out / "report.md").read_text()
     (heading, header, body), *_ = md_tables(text)
     assert heading == "sample · tiny" and header[:4] == ["setting", "method", "iter", "seed"]
-    assert [r[1:3] for r in body] == [["seed", "0"], ["spin", "1"], ["iterdpo", "1"], ["drift", "1"]]
+    assert [r[1:3] for r in body] == [["base", "0"], ["seed", "0"], ["spin", "1"], ["iterdpo", "1"], ["drift", "1"]]
+    proxy = header.index("proxy reward")
+    assert body[0][proxy] == by_method["base"]["proxy"] and body[1][proxy] == by_method["seed"]["proxy"]
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == ["figure2_sample-tiny.png", *(f"figure5_{r}.png" for r in runs)]
     for name in pngs:

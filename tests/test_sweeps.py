@@ -40,7 +40,7 @@ def task_config(cfg) -> tuple[Config, dict]:
     with read_write(task), open_dict(task):
         del task["hydra"]  # as Hydra's run_job does
     obj = OmegaConf.to_object(task)
-    validate(obj)
+    validate(obj, environment=False)  # the values; packages of the GPU node (vLLM) are not needed here
     return obj, sweep
 
 

@@ -96,7 +96,13 @@ def load_wildbench(source: str, config: str = "v2", split: str = "test", limit: 
     elif _is_hub_id(source):
         import datasets
 
-        where, rows = f"{source}[{config}/{split}]", list(datasets.load_dataset(source, config, split=split))
+        where = f"{source}[{config}/{split}]"
+        try:  # the tasks and their checklists, from the hub (cached by `datasets` after the first read)
+            rows = list(datasets.load_dataset(source, config, split=split))
+        except (ConnectionError, OSError, ValueError) as err:
+            raise DataError(f"{where}: could not be read from the hub or its cache ({type(err).__name__}: "
+                            f"{str(err)[:300]}); download it where the hub is reachable, or set "
+                            "eval.wildbench_source=<local .json/.jsonl/.parquet copy>") from None
     else:
         where, rows = source, read_rows(Path(source))
     seen: set[str] = set()

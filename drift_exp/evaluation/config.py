@@ -12,6 +12,9 @@ from drift_exp.config_fields import NEUTRAL
 from drift_exp.errors import ConfigError
 
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
+TEMPLATES = ("official", "project")
+# WildBench's repository at the commit the leaderboard files below were read from (2024-08-01 snapshot).
+WILDBENCH_RAW = "https://raw.githubusercontent.com/allenai/WildBench/d6b8dcaf377d173d031980f97c16e1a82618c03d"
 
 
 @dataclass
@@ -49,6 +52,51 @@ class JudgeConfig:
 
 
 @dataclass
+class EloConfig:
+    # Compute WB-Elo (WildBench's leaderboard/wb_elo.py method) for each judged policy against the
+    # leaderboard's other models; needs their per-task WB-Score files (downloaded once, cached).
+    enabled: bool = False
+    # Folder (URL or local folder) holding <model>.json per-task score files of the other models.
+    results_url: str = WILDBENCH_RAW + "/eval_results/v2.0625/score.v2/eval=gpt-4o-2024-05-13"
+    # The models whose files are read; null: every .json file listed by results_index_url.
+    models: list[str] | None = None
+    # A JSON listing of the results folder (GitHub's contents API); used only when models is null.
+    results_index_url: str = ("https://api.github.com/repos/allenai/WildBench/contents/eval_results/v2.0625/"
+                              "score.v2/eval=gpt-4o-2024-05-13?ref=d6b8dcaf377d173d031980f97c16e1a82618c03d")
+    # Initial ratings: LMSYS Chatbot Arena Elo per model (WildBench's all_stat.json) and its key.
+    init_url: str = WILDBENCH_RAW + "/leaderboard/data_dir/all_stat.json"
+    init_field: str = "Arena Elo (hard-en) - latest"
+    # The settings of WildBench's leaderboard update script (margin=3 tie_margin=2 K=4 dynamic interval=16,
+    # 100 rounds; wb_elo.py's own defaults differ): a score gap >= margin is a
+    # win, <= tie_margin a tie (in between: no vote); K-factor; shuffled passes over the votes; anchored
+    # models move (dynamic) but are pulled halfway back to their Arena Elo every `interval` updates.
+    margin: int = 3
+    tie_margin: int = 2
+    k_factor: float = 4.0
+    rounds: int = 100
+    dynamic: bool = True
+    interval: int = 16
+    # Seed of the vote shuffles.
+    seed: int = 42
+    # Where downloads are kept; null: <drift_exp cache root>/wildbench.
+    cache_dir: str | None = None
+
+
+@dataclass
+class WildBenchConfig:
+    # official: WildBench v2's own score template, read at run time from template_url (cached; its
+    # sha256 goes into the metrics) | project: this project's paraphrase (a proxy, labelled so in reports).
+    template: str = "official"
+    template_url: str = WILDBENCH_RAW + "/evaluation/eval_template.score.v2.md"
+    # A local copy of the template; when set it is used instead of template_url (offline machines).
+    template_file: str | None = None
+    # Expected sha256 of the template; null: not checked (the checksum is still recorded).
+    template_sha256: str | None = None
+    # WB-Elo against the leaderboard's other models.
+    elo: EloConfig = field(default_factory=EloConfig)
+
+
+@dataclass
 class EvalConfig:
     # Which benchmarks run after each iteration: any of alpaca_eval, wildbench, proxy; [] disables the stage.
     benchmarks: list[str] = field(default_factory=lambda: ["proxy"])
@@ -83,6 +131,13 @@ class EvalConfig:
     alpaca_eval_annotator: str = "weighted_alpaca_eval_gpt4_turbo"
     # Judge response cache (shared by iterations and reruns); null: <run dir>/eval_cache.
     cache_dir: str | None = field(default=None, metadata=NEUTRAL)
+    # Evaluate the starting model once, before the warm start (base/ in the run directory: the Base row).
+    base_model: bool = field(default=True, metadata=NEUTRAL)
+    # Shared cache of base-model evaluations (one per model + eval config, reused by every job of a
+    # sweep; guarded by a file lock); null: <drift_exp cache root>/base_eval.
+    base_cache_dir: str | None = field(default=None, metadata=NEUTRAL)
+    # WildBench scoring: the judge template and WB-Elo.
+    wildbench: WildBenchConfig = field(default_factory=WildBenchConfig)
 
 
 def validate_eval(cfg: EvalConfig) -> None:
@@ -120,6 +175,23 @@ def validate_eval(cfg: EvalConfig) -> None:
         ("eval.judge.price_out_per_1k", j.price_out_per_1k >= 0, f"must be >= 0, got {j.price_out_per_1k}"),
         ("eval.judge.max_words", j.max_words == -1 or j.max_words >= 1,
          f"must be -1 (off) or >= 1, got {j.max_words}"),
+    ]
+    w, e = cfg.wildbench, cfg.wildbench.elo
+    checks += [
+        ("eval.wildbench.template", w.template in TEMPLATES, f"must be one of {TEMPLATES}, got {w.template!r}"),
+        ("eval.wildbench.template_url", w.template_url.startswith(("http://", "https://", "/", "file:")),
+         f"must be an http(s) URL or a local path, got {w.template_url!r}"),
+        ("eval.wildbench.template_sha256", w.template_sha256 is None or len(w.template_sha256) == 64,
+         f"must be a 64-hex sha256 or null, got {w.template_sha256!r}"),
+        ("eval.wildbench.elo.margin", e.margin >= 1, f"must be >= 1, got {e.margin}"),
+        ("eval.wildbench.elo.tie_margin", 0 <= e.tie_margin < e.margin,
+         f"must be >= 0 and below margin ({e.margin}), got {e.tie_margin}"),
+        ("eval.wildbench.elo.k_factor", e.k_factor > 0, f"must be > 0, got {e.k_factor}"),
+        ("eval.wildbench.elo.rounds", e.rounds >= 1, f"must be >= 1, got {e.rounds}"),
+        ("eval.wildbench.elo.interval", e.interval >= 0, f"must be >= 0 (0: never pulled back), got {e.interval}"),
+        ("eval.wildbench.elo.models", e.models is None or len(e.models) >= 1, "must list models or be null (all)"),
+        ("eval.wildbench.elo.enabled", not e.enabled or cfg.judge.enabled,
+         "needs eval.judge.enabled=true (WB-Elo is computed from the judge's WB-Scores)"),
     ]
     for key, ok, why in checks:
         if not ok:

@@ -7,6 +7,7 @@ is configured, for one policy.
         alpaca_eval/<annotator>/leaderboard.csv the official evaluator's output (eval.alpaca_eval_judge)
         wildbench/<generator>.json              WildBench v2's model-output format
         wildbench/scores.json                   WB-Score judge records (eval.judge)
+        wildbench/elo.json                      WB-Elo against the leaderboard (eval.wildbench.elo)
         proxy/rewards.jsonl                     reward-model scores of the held-out prompts
         metrics.json                            the dict evaluate() returns
     judge replies are cached under eval.cache_dir (default <run dir>/eval_cache = out_dir/../../eval_cache).
@@ -113,6 +114,9 @@ def evaluate(eval_cfg: EvalConfig, gen_cfg: GenerationConfig, model_dtype: str, 
         data["proxy"] = load_proxy_prompts(eval_cfg.proxy_source, eval_cfg.limit)
         reqs["proxy"] = proxy.requests(data["proxy"])
     log.info("eval of %s: %s", policy_path, {b: len(r) for b, r in reqs.items()})
+    # The judge's template and the leaderboard come from their official source: fetched (or refused,
+    # offline without a cached copy) before anything is generated.
+    official = _wildbench_sources(eval_cfg) if "wildbench" in benches else None
 
     gcfg = eval_generation_config(eval_cfg, gen_cfg)
     flat = [r for b in benches for r in reqs[b]]
@@ -130,7 +134,7 @@ def evaluate(eval_cfg: EvalConfig, gen_cfg: GenerationConfig, model_dtype: str, 
     if "wildbench" in benches:
         cache_dir = Path(eval_cfg.cache_dir) if eval_cfg.cache_dir else out_dir.parent.parent / "eval_cache"
         metrics["wildbench"] = _wildbench(eval_cfg, gcfg, data["wildbench"], reqs["wildbench"], split["wildbench"],
-                                          policy_path, out_dir, generator_name, cache_dir)
+                                          policy_path, out_dir, generator_name, cache_dir, official)
     if "proxy" in benches:
         summary, rows = proxy.score(data["proxy"], split["proxy"], scorer_cfg)
         write_jsonl(out_dir / "proxy" / "rewards.jsonl", rows)
@@ -160,9 +164,42 @@ def _alpaca_eval(eval_cfg: EvalConfig, rows: list[dict[str, Any]], completions: 
     return m
 
 
+def _wildbench_sources(eval_cfg: EvalConfig) -> dict[str, Any] | None:
+    """The judge template (and the leaderboard for WB-Elo) when the judge will run, else None."""
+    judge = eval_cfg.judge
+    if not (judge.enabled and judge.base_url):
+        return None
+    from drift_exp.evaluation.fetch import default_cache
+    from drift_exp.evaluation.wb_leaderboard import load_leaderboard
+
+    wcfg = eval_cfg.wildbench
+    template, info = wildbench.load_template(wcfg, default_cache(wcfg.elo.cache_dir))
+    board = load_leaderboard(wcfg.elo) if wcfg.elo.enabled else None
+    return {"template": template, "info": info, "leaderboard": board}
+
+
+def _elo(eval_cfg: EvalConfig, board: Any, records: list[dict[str, Any]], generator: str, out_dir: Path
+         ) -> dict[str, Any]:
+    from drift_exp.evaluation.wb_elo import wb_elo
+    from drift_exp.evaluation.wb_leaderboard import our_scores, unique_name
+
+    e = eval_cfg.wildbench.elo
+    name = unique_name(generator, board.scores)
+    result = wb_elo({**board.scores, name: our_scores(records)}, board.init, name, margin=e.margin,
+                    tie_margin=e.tie_margin, k_factor=e.k_factor, rounds=e.rounds, dynamic=e.dynamic,
+                    interval=e.interval, seed=e.seed)
+    settings = {"margin": e.margin, "tie_margin": e.tie_margin, "k_factor": e.k_factor, "rounds": e.rounds,
+                "dynamic": e.dynamic, "interval": e.interval, "seed": e.seed}
+    write_json(out_dir / "wildbench" / "elo.json", {"model": name, **result, "settings": settings,
+                                                    "leaderboard": board.provenance})
+    if result["elo"] is None:
+        log.warning("WB-Elo: %s shares no scored task with the leaderboard's results; no Elo", name)
+    return result
+
+
 def _wildbench(eval_cfg: EvalConfig, gcfg: GenerationConfig, tasks: list[dict[str, Any]], reqs: list[GenRequest],
                completions: list[Completion], policy_path: str, out_dir: Path, generator: str,
-               cache_dir: Path) -> dict[str, Any]:
+               cache_dir: Path, official: dict[str, Any] | None = None) -> dict[str, Any]:
     from drift_exp.evaluation.judge import JudgeClient
     from drift_exp.generation import render_prompt
     from drift_exp.training.models import load_tokenizer
@@ -174,20 +211,28 @@ def _wildbench(eval_cfg: EvalConfig, gcfg: GenerationConfig, tasks: list[dict[st
     rows = wildbench.output_rows(tasks, completions, model_inputs, generator, configs)
     path = out_dir / "wildbench" / f"{safe_name(generator)}.json"
     write_json(path, rows)
-    m: dict[str, Any] = {"n_outputs": len(rows), "model_outputs": str(path)}
+    checklists = {"source": eval_cfg.wildbench_source, "sha256": wildbench.checklist_digest(tasks), "n": len(tasks)}
+    m: dict[str, Any] = {"n_outputs": len(rows), "model_outputs": str(path), "checklists": checklists}
     judge = eval_cfg.judge
     if judge.enabled and not judge.base_url:
         why = "eval.judge.base_url is not set"
         log.warning("WildBench judge skipped: %s", why)
         m["judge_skipped"] = why
     elif judge.enabled:
+        official = official or _wildbench_sources(eval_cfg)
+        assert official is not None
+        info = official["info"]
         client = JudgeClient(judge, cache_dir)
-        records = wildbench.judge(tasks, rows, client, judge)
+        records = wildbench.judge(tasks, rows, client, judge, official["template"], info["version"])
         write_json(out_dir / "wildbench" / "scores.json", records)
         row = wb_scores(records, {t["session_id"]: task_groups(t) for t in tasks})
         m.update(n_scored=row["n_scored"], **leaderboard(row), judge=judge.model,
                  cost_usd=round(client.cost_usd, 6),
                  n_cached=sum(bool(r["meta_data"].get("cached")) for r in records),
                  n_failed=sum("error" in r["meta_data"] for r in records),
-                 n_unparsed=sum(r["score"] is None and "error" not in r["meta_data"] for r in records))
+                 n_unparsed=sum(r["score"] is None and "error" not in r["meta_data"] for r in records),
+                 template={k: info[k] for k in ("template", "source", "sha256", "proxy")})
+        if official["leaderboard"] is not None and m["n_scored"]:
+            elo = _elo(eval_cfg, official["leaderboard"], records, generator, out_dir)
+            m.update(elo=elo["elo"], elo_detail={k: v for k, v in elo.items() if k != "elo"})
     return m

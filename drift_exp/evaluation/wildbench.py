@@ -6,23 +6,32 @@ Outputs (`src/unified_utils.py::save_outputs`): a JSON list in benchmark order, 
 Judging follows `src/eval.py` (score mode): the history is the turns before the last as
 "USER: ...\\n\\n" / "ASSISTANT: ...\\n\\n", the checklist is "- item\\n" bullets, an empty output gets
 score 1 without a call, and the parsed records keep WildBench's fields {session_id, parsed_result,
-meta_data, model_test, score, model_output}. The prompt below is this project's own wording of the
-v2 score template's structure (same blocks and delimiters, same 1-10 rubric bands, same JSON answer).
+meta_data, model_test, score, model_output}.
+
+The judge prompt is WildBench v2's own score template (eval.wildbench.template=official, the default),
+read at run time from allenai/WildBench (evaluation/eval_template.score.v2.md) or a local copy, and
+filled at its placeholders {$history}, {$user_query}, {$model_output}, {$checklist}. SCORE_TEMPLATE
+below is this project's own wording of that template's structure (same blocks and delimiters, same
+1-10 bands, same JSON answer), used only when eval.wildbench.template=project: its scores are a proxy.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any
 
-from drift_exp.evaluation.config import JudgeConfig
+from drift_exp.errors import DataError
+from drift_exp.evaluation.config import JudgeConfig, WildBenchConfig
+from drift_exp.evaluation.fetch import Fetched, fetch_text, sha256_text
 from drift_exp.evaluation.judge import JudgeClient, JudgeRequest, cache_key
 from drift_exp.evaluation.wb_metrics import TRUNCATED
 from drift_exp.records import Completion, GenRequest
 
 DATASET = "wild_bench"
 TEMPLATE_VERSION = "wb-score-v2/drift_exp-1"  # bump when SCORE_TEMPLATE changes: the judge cache keys on it
+PLACEHOLDERS = ("{$history}", "{$user_query}", "{$model_output}", "{$checklist}")
 EMPTY_RESULT = {"strengths": "N/A", "weaknesses": "The model output is empty.", "score": "1"}
 
 SCORE_TEMPLATE = """# Task
@@ -129,7 +138,38 @@ def checklist_markdown(checklist: list[str]) -> str:
     return "".join(f"- {item}\n" for item in checklist)
 
 
-def render_score_prompt(task: dict[str, Any], output: str, max_words: int = -1) -> str:
+def load_template(cfg: WildBenchConfig, cache_dir: Path) -> tuple[str, dict[str, Any]]:
+    """(template text, what it is: {template, source, sha256, version, proxy}) for eval.wildbench.
+
+    official: eval.wildbench.template_file if set, else template_url (downloaded once, cached); every
+    placeholder must be in it and, when template_sha256 is set, its checksum must match.
+    """
+    if cfg.template == "project":
+        text, source = SCORE_TEMPLATE, "drift_exp (project paraphrase)"
+        digest = sha256_text(text)
+        return text, {"template": "project", "source": source, "sha256": digest, "version": TEMPLATE_VERSION,
+                      "proxy": True}
+    key = "eval.wildbench.template_file"
+    got: Fetched = fetch_text(cfg.template_file or cfg.template_url, cache_dir, key)
+    missing = [p for p in PLACEHOLDERS if p not in got.text]
+    if missing:
+        raise DataError(f"{got.source} ({got.path}): not a WildBench score template, placeholders {missing} "
+                        f"are missing (expected {list(PLACEHOLDERS)})")
+    if cfg.template_sha256 and cfg.template_sha256.lower() != got.sha256:
+        raise DataError(f"{got.source} ({got.path}): sha256 {got.sha256} differs from eval.wildbench."
+                        f"template_sha256={cfg.template_sha256}")
+    return got.text, {"template": "official", "source": got.source, "sha256": got.sha256,
+                      "version": f"wb-score-v2/official-{got.sha256[:16]}", "proxy": False}
+
+
+def checklist_digest(tasks: list[dict[str, Any]]) -> str:
+    """sha256 of every task's checklist in benchmark order (session_id + items), for the metrics."""
+    blob = json.dumps([[t["session_id"], t["checklist"]] for t in tasks], ensure_ascii=False)
+    return sha256_text(blob)
+
+
+def render_score_prompt(task: dict[str, Any], output: str, max_words: int = -1,
+                        template: str = SCORE_TEMPLATE) -> str:
     conv = task["conversation_input"]
     fields = {  # filled one after the other, as WildBench's str.replace chain does
         "{$history}": shorten(history_text(conv), max_words),
@@ -137,7 +177,7 @@ def render_score_prompt(task: dict[str, Any], output: str, max_words: int = -1) 
         "{$model_output}": shorten(output, max_words),
         "{$checklist}": checklist_markdown(task["checklist"]),
     }
-    prompt = SCORE_TEMPLATE
+    prompt = template
     for placeholder, value in fields.items():
         prompt = prompt.replace(placeholder, value)
     return prompt
@@ -203,23 +243,24 @@ def parse_score(text: str) -> tuple[float | None, dict[str, Any]]:
     return None, parsed if parsed is not None else {"N/A": "N/A"}
 
 
-def judge(tasks: list[dict[str, Any]], rows: list[dict[str, Any]], client: JudgeClient,
-          cfg: JudgeConfig) -> list[dict[str, Any]]:
-    """One WildBench score record per task (benchmark order); score None when the judge failed or was unparsable."""
+def judge(tasks: list[dict[str, Any]], rows: list[dict[str, Any]], client: JudgeClient, cfg: JudgeConfig,
+          template: str = SCORE_TEMPLATE, version: str = TEMPLATE_VERSION) -> list[dict[str, Any]]:
+    """One WildBench score record per task (benchmark order); score None when the judge failed or was unparsable.
+    `version` identifies the template in the judge cache's key and in each record's meta_data."""
     records: list[dict[str, Any]] = []
     calls: list[tuple[int, JudgeRequest]] = []
     for t, row in zip(tasks, rows, strict=True):
         out = row["output"][0]
         rec = {"session_id": t["session_id"], "parsed_result": None, "model_test": row["generator"],
                "score": None, "model_output": shorten(out, cfg.max_words),
-               "meta_data": {"judge": cfg.model, "template": TEMPLATE_VERSION}}
+               "meta_data": {"judge": cfg.model, "template": version}}
         if out.strip() == "":
             rec.update(parsed_result=dict(EMPTY_RESULT), score=1.0)
             rec["meta_data"]["empty_output"] = True
         else:
-            prompt = render_score_prompt(t, out, cfg.max_words)
+            prompt = render_score_prompt(t, out, cfg.max_words, template)
             task_prompt = json.dumps([t["conversation_input"], t["checklist"]], ensure_ascii=False, default=str)
-            calls.append((len(records), JudgeRequest(cache_key(TEMPLATE_VERSION, cfg, task_prompt, out), prompt)))
+            calls.append((len(records), JudgeRequest(cache_key(version, cfg, task_prompt, out), prompt)))
         records.append(rec)
     replies = client.run([req for _, req in calls], desc="WildBench judge")
     for (i, _), reply in zip(calls, replies, strict=True):

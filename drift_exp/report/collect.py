@@ -75,7 +75,8 @@ def find_runs(path: Path) -> list[Path]:
 
 def read_run(run_dir: Path) -> list[Record]:
     """One record per iteration with a metrics.json (k = 0: the seed model, or the base model when the
-    warm start was skipped), plus base/metrics.json if an evaluation of the untrained model is there."""
+    warm start was skipped), plus base/metrics.json (the untouched model's evaluation before the warm
+    start, written by drift_exp.evaluation.base; the same numbers in every job of a sweep)."""
     ident = identity(run_dir)
     records = []
     files = [(p, int(p.parent.name.split("_")[1])) for p in run_dir.glob("iter_*/metrics.json")

@@ -43,7 +43,10 @@ def figure2(records: list[Record], paper: dict[Key, dict[str, str]], out: Path) 
             trained = next(r for r in rs if r.iteration > 0) if any(r.iteration > 0 for r in rs) else rs[0]
             cell = (trained.method, trained.setting)
             color = colors.setdefault(cell, f"C{len(colors) % 10}")
-            points = sorted((r.iteration, number(value_at(r.metrics, PATHS[metric[0]]))) for r in rs)
+            # base/ (the untouched model) is drawn only when the run has no iteration-0 record of its own.
+            line = [r for r in rs if r.metrics.get("stage") != "base"] or rs
+            points = sorted(((r.iteration, number(value_at(r.metrics, PATHS[metric[0]]))) for r in line),
+                            key=lambda p: p[0])
             points = [(k, y) for k, y in points if y is not None]
             if points:
                 label = f"{cell[0]} ({cell[1]})" + (f" s{trained.seed}" if len(seeds) > 1 else "")

@@ -58,6 +58,8 @@ EXTRA_METRICS = (
     Metric("wb_score", "WB score", ("eval", "wildbench", "score")),
     Metric("wb_n_scored", "WB scored", ("eval", "wildbench", "n_scored"), digits=0),
     Metric("wb_judge", "WB judge", ("eval", "wildbench", "judge")),
+    Metric("wb_template", "WB template", ("eval", "wildbench", "template", "template")),
+    Metric("wb_elo_games", "WB-Elo games", ("eval", "wildbench", "elo_detail", "games"), digits=0),
     Metric("wb_cost_usd", "WB cost", ("eval", "wildbench", "cost_usd"), digits=4),
     Metric("ae_n_outputs", "AE outputs", ("eval", "alpaca_eval", "n_outputs"), digits=0),
     Metric("ae_avg_length", "AE length", ("eval", "alpaca_eval", "avg_length"), digits=1),
@@ -69,6 +71,8 @@ EXTRA_METRICS = (
     Metric("accuracy", "rewards/accuracies", ("train", "final", "rewards/accuracies"), digits=4),
     Metric("steps", "steps", ("train", "steps"), digits=0),
 )
+# Columns computed from WildBench's judge: marked as a proxy when the judge prompt was not WildBench's own.
+WB_METRICS = ("elo", "task", "creative", "reasoning", "math", "info_seek", "coding", "wb_score")
 # Metrics only the paper's tables have (Table 5's WildBench output length).
 PAPER_ONLY = {"length": "Length"}
 LABELS = {m.id: m.label for m in (*PAPER_METRICS, *OWN_METRICS, *EXTRA_METRICS)} | PAPER_ONLY

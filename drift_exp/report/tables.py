@@ -16,12 +16,14 @@ from drift_exp.report.paper import (
     OWN_METRICS,
     PAPER_METRICS,
     TABLE_TITLES,
+    WB_METRICS,
     Key,
     PaperCell,
     paper_key,
 )
 
 MISSING = "–"  # a value that is not there; never 0
+PROXY = "†"  # a WildBench number judged with the project's paraphrased template, not WildBench's own
 SETTING_ORDER = ("", "controlled", "full")
 METHOD_ORDER = ("base", "seed", "spin", "iterdpo-unguided", "iterdpo", "drift-unguided", "drift")
 ID_COLUMNS = ("data", "model", "setting", "method", "iteration", "seed", "runs")
@@ -38,6 +40,7 @@ class Row:
     runs: list[str] = field(default_factory=list)  # run directories (or W&B runs) the numbers come from
     ours: dict[str, Any] = field(default_factory=dict)  # metric id -> value (None: missing)
     paper: dict[str, str] = field(default_factory=dict)  # metric id -> the paper's value, as printed
+    wb_proxy: bool = False  # WildBench judged with the project's paraphrase (eval.wildbench.template=project)
 
     def sort_key(self) -> tuple:
         block = METHOD_ORDER.index(self.method) if self.method in ("base", "seed") else 2
@@ -73,6 +76,15 @@ def delta(ours: Any, paper: str | None, digits: int = 2) -> str:
     return f"{x - float(paper):+.{digits}f}"
 
 
+def wb_proxy(metrics: dict[str, Any]) -> bool:
+    """Whether WildBench was judged with a template other than WildBench's own: the project's paraphrase
+    (eval.wildbench.template=project), or a run from before the official template was used (no record)."""
+    wb = value_at(metrics, ("eval", "wildbench"))
+    if not isinstance(wb, dict) or "judge" not in wb:
+        return False
+    return value_at(wb, ("template", "proxy")) is not False
+
+
 def _richness(r: Record) -> int:
     return sum(value_at(r.metrics, m.path) is not None for m in (*PAPER_METRICS, *OWN_METRICS))
 
@@ -92,7 +104,7 @@ def build_rows(records: Iterable[Record], paper: dict[Key, dict[str, str]]) -> l
     for key, r in best.items():
         ours = {m.id: value_at(r.metrics, m.path) for m in (*PAPER_METRICS, *OWN_METRICS, *EXTRA_METRICS)}
         rows.append(Row(*key, runs=sorted(set(runs[key])), ours=ours,
-                        paper=dict(paper.get(paper_key(*key[:5]), {}))))
+                        paper=dict(paper.get(paper_key(*key[:5]), {})), wb_proxy=wb_proxy(r.metrics)))
     covered = {(r.data, r.model) for r in rows}
     have = {(r.data, paper_key(r.data, r.model, r.setting, r.method, r.iteration)) for r in rows}
     for data, model in sorted(covered):
@@ -125,6 +137,8 @@ def results_markdown(rows: list[Row]) -> str:
             cells = [r.setting or MISSING, r.method, str(r.iteration), fmt(r.seed, 0)]
             for m in shown:
                 ours = fmt(r.ours.get(m.id), m.digits)
+                if r.wb_proxy and m.id in WB_METRICS and ours != MISSING:
+                    ours += PROXY
                 if m.id not in with_paper:
                     cells.append(ours)
                 elif r.paper.get(m.id) is None:
@@ -139,6 +153,9 @@ def results_markdown(rows: list[Row]) -> str:
         out.append(markdown_table(header, body))
         if hidden:
             out.append(f"\nNo values in these runs for: {', '.join(hidden)}.")
+        if any(r.wb_proxy for r in group):
+            out.append(f"\n{PROXY} WildBench judged with this project's paraphrase of its score template "
+                       "(eval.wildbench.template=project): a proxy for WB-Score / Task Score / WB-Elo.")
         out.append("")
     return "\n".join(out)
 

@@ -1,0 +1,184 @@
+"""The Base row: the starting model evaluated once, before the warm start, with the experiment's eval
+config, in `base/` of the run directory (resumable like any stage: base/DONE holds its key).
+
+The jobs of a sweep share one evaluation per (model, eval config): the first job computes it and stores
+it in a shared cache, `<eval.base_cache_dir or drift_exp cache root/base_eval>/<key>/`; the others wait
+on the entry's file lock and copy it. An entry is built under a temporary name and renamed into place,
+and only evaluations that finished (no failed judge call) are stored.
+
+The key covers what changes the numbers: the model (path, dtype, tiny-model shape, the files of a
+local folder), the eval config minus its plumbing (cache folders, judge concurrency/retries/prices),
+the generation settings the evaluation decodes with, the seed when eval decoding samples, and the
+reward model of the proxy.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from drift_exp.data.cache import cache_root
+from drift_exp.records import write_json
+from drift_exp.stages import Stage, key_of, read_markers
+
+log = logging.getLogger(__name__)
+
+VERSION = 1  # bump when what a base evaluation writes changes
+FOLDER = "base"
+# eval.* fields that change where or how fast things run, not the numbers.
+PLUMBING = ("cache_dir", "base_model", "base_cache_dir", "batch_size")
+JUDGE_PLUMBING = ("base_url", "api_key_env", "max_concurrency", "max_retries", "backoff_s", "timeout_s",
+                  "price_in_per_1k", "price_out_per_1k")
+ELO_PLUMBING = ("cache_dir",)
+# Generation settings that only place the work (batching, parallelism, memory).
+GEN_PLUMBING = ("batch_size", "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager")
+
+
+def eval_identity(cfg: Any) -> dict[str, Any]:
+    """What makes the base evaluation's numbers (cfg: drift_exp.config.Config), for the cache key."""
+    from drift_exp.config import scorer_path
+    from drift_exp.evaluation.stage import eval_generation_config, policy_fingerprint
+    from drift_exp.training.models import base_model_path
+
+    ev = asdict(cfg.eval)
+    for name in PLUMBING:
+        ev.pop(name, None)
+    for name in JUDGE_PLUMBING:
+        ev["judge"].pop(name, None)
+    for name in ELO_PLUMBING:
+        ev["wildbench"]["elo"].pop(name, None)
+    gen = asdict(eval_generation_config(cfg.eval, cfg.generation))
+    for name in GEN_PLUMBING:
+        gen.pop(name, None)
+    model = {"path": cfg.model.path, "dtype": cfg.model.dtype, "trust_remote_code": cfg.model.trust_remote_code}
+    if cfg.model.path == "tiny":
+        model["tiny"] = asdict(cfg.model.tiny)
+    else:
+        model["files"] = policy_fingerprint(base_model_path(cfg.model))
+    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
+    if scorer is not None:
+        scorer.pop("batch_size", None)
+    return {"version": VERSION, "model": model, "eval": ev, "generation": gen, "scorer": scorer,
+            "seed": cfg.seed if cfg.eval.temperature > 0 else None}
+
+
+def cache_key(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def base_stage(root: Path, section: dict[str, Any]) -> Stage:
+    """The base/ stage of a run directory. Nothing depends on it, so a changed config reruns just it."""
+    folder = Path(root) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    st = Stage(folder, "eval", key_of("", section), section)
+    old = read_markers(folder).get("eval")
+    if old is not None and old.get("key") == st.key:
+        st.done, st.stats = True, old.get("stats", {})
+        log.info("%s/eval: done, reusing it", FOLDER)
+    elif old is not None:
+        log.info("%s/eval: config changed, running it again", FOLDER)
+        write_json(folder / "DONE", {k: v for k, v in read_markers(folder).items() if k != "eval"})
+    return st
+
+
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` (created if needed), held across processes until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cache_folder(base_cache_dir: str | None) -> Path:
+    return Path(base_cache_dir).expanduser() if base_cache_dir else cache_root() / "base_eval"
+
+
+def complete(metrics: dict[str, Any]) -> bool:
+    """Whether an evaluation may be shared: no judge call failed (a rerun would retry those)."""
+    return not metrics.get("wildbench", {}).get("n_failed", 0)
+
+
+def shared_base_eval(identity: dict[str, Any], cache_dir: Path, out_dir: Path,
+                     compute: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics, {key, entry, reused}) of the base evaluation, computed by `compute` (which writes out_dir)
+    at most once per key across every job using cache_dir; the other jobs get a copy of out_dir."""
+    key = cache_key(identity)
+    entry = cache_dir / key
+    with file_lock(cache_dir / f"{key}.lock"):
+        done = entry / "metrics.json"
+        if done.exists():
+            log.info("base eval: reusing %s", entry)
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            shutil.copytree(entry / "eval", out_dir)
+            metrics = _moved(json.loads(done.read_text()), HERE, str(out_dir))
+            return metrics, {"key": key, "entry": str(entry), "reused": True}
+        metrics = compute()
+        if complete(metrics):
+            tmp = cache_dir / f"{key}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(out_dir, tmp / "eval")
+            write_json(tmp / "identity.json", identity)
+            # written last: an entry without it is incomplete; paths into out_dir are kept relative
+            write_json(tmp / "metrics.json", _moved(metrics, str(out_dir), HERE))
+            if entry.exists():
+                shutil.rmtree(entry)
+            os.replace(tmp, entry)
+        return metrics, {"key": key, "entry": str(entry), "reused": False}
+
+
+HERE = "<eval dir>"  # stands for the evaluation folder in a cached entry's paths
+
+
+def _moved(obj: Any, old: str, new: str) -> Any:
+    """obj with every string starting with `old` rebased onto `new` (paths in the metrics)."""
+    if isinstance(obj, dict):
+        return {k: _moved(v, old, new) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_moved(v, old, new) for v in obj]
+    if isinstance(obj, str) and obj.startswith(old):
+        return new + obj[len(old):]
+    return obj
+
+
+def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
+    """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row).
+    cfg: drift_exp.config.Config; tracker: drift_exp.tracking.Tracker (no run open)."""
+    if not cfg.eval.benchmarks or not cfg.eval.base_model:
+        return
+    from drift_exp.config import experiment_name
+    from drift_exp.evaluation import flat_metrics
+    from drift_exp.launch import run_stage
+
+    identity = eval_identity(cfg)
+    st = base_stage(root, identity)
+    if st.done:
+        return
+    # No W&B run of its own: the warm start logs these numbers into iteration 0's run (base_stats).
+    metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval",
+                                       lambda: run_stage(cfg, Path(root), "base_eval", 0, tracker))
+    write_json(st.folder / "metrics.json", {"stage": "base", "experiment": experiment_name(cfg),
+                                            "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
+                                            "eval": metrics, "shared": shared})
+    if complete(metrics):
+        st.finish({**flat_metrics(metrics), "reused": shared["reused"]})
+    else:  # left unfinished: a rerun sends only the failed judge calls (the others are cached)
+        log.warning("base/eval: some judge calls failed; rerun the command to retry them")
+
+
+def base_stats(root: Path) -> dict[str, Any]:
+    """The finished base evaluation's numbers (flat, for W&B), or {} when there is none."""
+    return read_markers(Path(root) / FOLDER).get("eval", {}).get("stats", {})
