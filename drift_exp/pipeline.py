@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, experiment_name, result_fields, scorer_path
 from drift_exp.credentials import saved_config
-from drift_exp.data import load_records, select_records
+from drift_exp.data import detect_format, load_records, select_records
+from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
 from drift_exp.evaluation.base import base_eval_stage, base_stats
@@ -172,8 +173,11 @@ def training_section(cfg: Config) -> dict[str, Any]:
 
 def prepare_section(cfg: Config) -> dict[str, Any]:
     """What the extracted records depend on, the data file's identity included (a replaced file is a change)."""
-    return {"data": result_fields(cfg.data), "setting": result_fields(cfg.setting), "method": cfg.method.kind,
-            "seed": cfg.seed, "data_file": data_identity(cfg.data.source)}
+    section = {"data": result_fields(cfg.data), "setting": result_fields(cfg.setting), "method": cfg.method.kind,
+               "seed": cfg.seed, "data_file": data_identity(cfg.data.source)}
+    if detect_format(cfg.data) == "annotation":  # what the WildFeedback extractor yields changes with its version
+        section["extractor"] = EXTRACTOR_VERSION
+    return section
 
 
 def prepare(plan: Plan, cfg: Config, method: PairBuilder) -> list[FeedbackRecord]:
