@@ -177,7 +177,8 @@ class TrainerConfig:
     # Steps between loss logs (and the NaN/inf checks of drift_exp/training/guards.py).
     logging_steps: int = field(default=1, metadata=NEUTRAL)
     # How pairs longer than max_length are cut: authors (the paper's setting; nothing dropped) | trl.
-    truncation: Truncation = Truncation.authors
+    # Added after runs existed, which truncated TRL's way: their records count as truncation=trl.
+    truncation: Truncation = field(default=Truncation.authors, metadata=since(legacy=Truncation.trl))
     # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
     # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
     max_prompt_length: int | None = None
@@ -217,7 +218,9 @@ class GenerationConfig:
     replicas: int | None = field(default=None, metadata=NEUTRAL)
     # model: start from the checkpoint's generation_config.json, then apply temperature, top_p,
     # max_new_tokens (and top_k / repetition_penalty where set) | none: the config's settings only.
-    sampling_defaults: SamplingDefaults = SamplingDefaults.model
+    # Added after runs existed, which sampled with the config's settings only: their records count as none.
+    sampling_defaults: SamplingDefaults = field(default=SamplingDefaults.model,
+                                                metadata=since(legacy=SamplingDefaults.none))
 
 
 @dataclass

@@ -22,7 +22,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, experiment_name, result_fields, scorer_path
 from drift_exp.credentials import saved_config
-from drift_exp.data import load_records, select_records
+from drift_exp.data import detect_format, load_records, select_records
+from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
 from drift_exp.evaluation.base import base_eval_stage, base_stats
@@ -94,7 +95,7 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
                 return rd.root
             if not st["generate"].done:
                 rd.require(st["requests"].folder / "requests.jsonl", f"iter_{k}/requests")
-            completions = generate_stage(st["generate"], cfg, rd, k, tracker)
+            completions = generate_stage(st["generate"], cfg, rd, k, tracker, needed=not st["pairs"].done)
             if stop_here(cfg, "generate", k):
                 return rd.root
             # Pairs: DRIFT keeps the real DSAT reply as rejected, the fresh sample as chosen.
@@ -172,8 +173,11 @@ def training_section(cfg: Config) -> dict[str, Any]:
 
 def prepare_section(cfg: Config) -> dict[str, Any]:
     """What the extracted records depend on, the data file's identity included (a replaced file is a change)."""
-    return {"data": result_fields(cfg.data), "setting": result_fields(cfg.setting), "method": cfg.method.kind,
-            "seed": cfg.seed, "data_file": data_identity(cfg.data.source)}
+    section = {"data": result_fields(cfg.data), "setting": result_fields(cfg.setting), "method": cfg.method.kind,
+               "seed": cfg.seed, "data_file": data_identity(cfg.data.source)}
+    if detect_format(cfg.data) == "annotation":  # what the WildFeedback extractor yields changes with its version
+        section["extractor"] = EXTRACTOR_VERSION
+    return section
 
 
 def prepare(plan: Plan, cfg: Config, method: PairBuilder) -> list[FeedbackRecord]:
@@ -241,10 +245,13 @@ def requests_stage(st: Stage, method: PairBuilder, targets: list[FeedbackRecord]
     tracker.log("stage/requests", st.stats)
 
 
-def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> list[Completion]:
+def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker, needed: bool) -> list[Completion]:
+    """Sample iteration k's requests; return the completions when `needed` (the pairs are still to build)."""
     if not st.done:
         st.finish(run_stage(cfg, rd.root, "generate", k, tracker))
     tracker.log("stage/generation", st.stats)
+    if not needed:
+        return []
     return read_jsonl(rd.require(st.folder / "completions.jsonl", f"iter_{k}/generate"), Completion)
 
 

@@ -218,8 +218,9 @@ class RunDir:
             log.info("%s: done, reusing it", where)
             return st
         if name in LEAVES:  # nothing depends on it: rerun it, keep everything else
-            why = "; ".join(changes[:4]) or f"{missing.folder.name}/{missing.name} is not finished"
-            log.info("%s: config changed (%s); it will run again", where, why)
+            why = (f"config changed: {'; '.join(changes[:4])}" if changes
+                   else f"{missing.folder.name}/{missing.name} is not finished")
+            log.info("%s: %s; it will run again", where, why)
             self._rerun.append(st)
             return st
         if changes:
