@@ -7,7 +7,8 @@ same DSAT records, on the tiny random Qwen2 model and the bundled sample data, o
 
   1. build the guided prompts (the authors' plain-text format) for every DSAT record,
   2. sample one chosen reply per record from pi_0 (temperature/top_p/max_new_tokens/batch size from the
-     project's config, left padding, longest prompts first, seeded with seed * 1000 + 1 like the project),
+     project's config, left padding, longest prompts first, each batch seeded from seed * 1000 + 1 and its
+     index like the project),
   3. make the TRL conversational pairs {prompt, chosen: the sample, rejected: the DSAT reply},
   4. train one epoch of TRL DPO (the project's DPOConfig settings) and save the model.
 
@@ -60,6 +61,7 @@ GOAL = 1.10
 NOISY = 0.10  # others' CPU seconds per wall second above which a run is flagged as disturbed
 
 BASELINE = r'''"""Hand-written DRIFT iteration 1 (transformers + TRL): guided sampling from pi_0, one epoch of DPO."""
+import hashlib
 import json
 import random
 import sys
@@ -102,9 +104,11 @@ enc = dict(add_special_tokens=False, truncation=True, max_length=gen["max_prompt
 lengths = [len(ids) for ids in tok(prompts, **enc)["input_ids"]]
 order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
 outputs = [""] * len(prompts)
-torch.manual_seed(seed * 1000 + 1)
 for s in range(0, len(order), gen["batch_size"]):
     batch = order[s:s + gen["batch_size"]]
+    # each batch seeded by its index, as the project does (replica-invariant sampling)
+    digest = hashlib.sha256(f"{seed * 1000 + 1}:{s // gen['batch_size']}".encode()).digest()
+    torch.manual_seed(int.from_bytes(digest[:4], "little") & 0x7FFFFFFF)
     inputs = tok([prompts[i] for i in batch], padding=True, return_tensors="pt", **enc).to(device)
     with torch.no_grad():
         out = model.generate(**inputs, do_sample=True, temperature=gen["temperature"], top_p=gen["top_p"],
@@ -195,21 +199,23 @@ def snapshot(dest: Path) -> Path:
 
 
 def project_cmd(run_dir: Path, overrides: list[str]) -> list[str]:
-    # eval.benchmarks=[]: the baseline evaluates nothing, so neither does the project side.
+    # eval.benchmarks=[]: the baseline evaluates nothing, so neither does the project side. trainer.truncation=trl:
+    # the baseline is plain TRL 1.16 (keeps the start of long pairs, drops those whose prompt fills max_length).
     return [sys.executable, "-m", "drift_exp", "iterations=1", "tracking.mode=disabled", "eval.benchmarks=[]",
-            f"hydra.run.dir={run_dir}", *overrides]
+            "trainer.truncation=trl", f"hydra.run.dir={run_dir}", *overrides]
 
 
 def baseline_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """What the baseline needs, from the project's resolved config (mapped like drift_exp/training/dpo.py)."""
     t, g = cfg["trainer"], cfg["generation"]
-    if t["global_batch_size"] != t["micro_batch_size"]:
-        sys.exit("the baseline assumes trainer.global_batch_size == trainer.micro_batch_size (no accumulation)")
+    if t["global_batch_size"] not in (None, t["micro_batch_size"]):  # null: micro_batch_size per device
+        sys.exit("the baseline assumes trainer.global_batch_size null or == trainer.micro_batch_size (no accumulation)")
     m = cfg["method"]
     if m["kind"] != "drift" or m["prompt_format"] != "plain" or not m["guided"] or m["n_samples"] != 1:
         sys.exit("the baseline implements guided DRIFT with the plain prompt format and one sample per record")
-    if g["top_k"] != -1 or g["repetition_penalty"] != 1.0:
-        sys.exit("the baseline samples with top_k and repetition_penalty off (the project's defaults)")
+    # null = the checkpoint's generation_config.json, which for the tiny model sets neither: off
+    if g["top_k"] not in (-1, None) or g["repetition_penalty"] not in (1.0, None):
+        sys.exit("the baseline samples with top_k and repetition_penalty off (the tiny checkpoint sets neither)")
     alpha = t["rpo_alpha"]
     return {
         "seed": cfg["seed"],

@@ -3,6 +3,7 @@
 import logging
 import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -10,7 +11,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, register_configs, validate
+from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
+from drift_exp.stages import RunDir
 
 register_configs()
 log = logging.getLogger("drift_exp")
@@ -23,9 +26,12 @@ def main(dcfg: DictConfig) -> None:
         return  # one orchestrator per experiment: the job's first task; the others only lend their node
     try:
         validate(cfg)  # before any heavy import: a bad value fails in well under a second
-        from drift_exp.pipeline import run  # torch, transformers, trl load here
+        check_credentials(dcfg)  # a literal password or token would end up in config.yaml and W&B
+        # One process per run directory, refused before the heavy imports (the pipeline holds it on).
+        with RunDir(Path(HydraConfig.get().runtime.output_dir), cfg.run.overwrite).locked():
+            from drift_exp.pipeline import run  # torch, transformers, trl load here
 
-        run(cfg, dcfg)
+            run(cfg, dcfg)
     except UserError as err:
         log.error("%s", err)
         if HydraConfig.get().mode == RunMode.MULTIRUN:

@@ -8,14 +8,19 @@ before anything heavy is imported. Both name the offending key.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache, lru_cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
 
@@ -34,6 +39,19 @@ class RefModeKind(StrEnum):
     auto = "auto"  # precomputed on GPU, live on CPU
     live = "live"  # a second model in memory (ZeRO-3 partitions it too)
     precomputed = "precomputed"  # reference log-probs computed once before training; one resident model
+
+
+class Truncation(StrEnum):
+    # The prompt keeps its last trainer.max_prompt_length tokens, each completion is cut so that prompt +
+    # completion <= trainer.max_length; no pair is dropped (the authors' TRL; drift_exp/training/truncation.py).
+    authors = "authors"
+    trl = "trl"  # TRL 1.16's own: keep the start of prompt + completion, drop pairs whose prompt fills max_length
+
+
+class SamplingDefaults(StrEnum):
+    # Start from the checkpoint's generation_config.json (as the authors' HF generate did), then the config.
+    model = "model"
+    none = "none"  # the config's settings only; the checkpoint's defaults are switched off
 
 
 class TrackingMode(StrEnum):
@@ -106,7 +124,9 @@ class ModelConfig:
     path: str = MISSING
     # auto: bf16 on GPUs that support it, fp32 otherwise | float32 | bfloat16 | float16.
     dtype: str = "auto"
-    trust_remote_code: bool = False
+    # Run the model repository's own Python code (policy, tokenizer, reward model, vLLM); off: only
+    # architectures transformers ships. Changes what may run, not the results: neutral.
+    trust_remote_code: bool = field(default=False, metadata=NEUTRAL)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -127,9 +147,12 @@ class TrainerConfig:
     optim: str = "rmsprop"
     lr_scheduler_type: str = "linear"
     warmup_ratio: float = 0.1
-    # The global batch: micro batch x gradient accumulation x world size, whatever the world size.
-    global_batch_size: int = 4
-    # Largest per-device batch; gradient accumulation makes up the rest of the global batch.
+    # null: the authors' batch, micro_batch_size pairs per device and no accumulation, so the effective
+    # batch is 4 x world size (32 on 8 GPUs). Set: pins the effective batch (micro x accumulation x world
+    # size) whatever the number of GPUs; the world size must divide it.
+    global_batch_size: int | None = None
+    # Pairs per device per step (the authors' per_device_train_batch_size: 4); with global_batch_size set,
+    # the largest per-device batch, gradient accumulation making up the rest.
     micro_batch_size: int = 4
     max_length: int = 2048
     # null: bf16 where the hardware supports it (GPUs with bf16), fp32 otherwise.
@@ -140,16 +163,24 @@ class TrainerConfig:
     rpo_alpha: float = 0.001
     # Reference model of each iteration's DPO.
     ref: RefMode = RefMode.previous
-    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory).
-    ref_mode: RefModeKind = RefModeKind.auto
+    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory). The
+    # same reference log-probs either way (auto already picks by hardware): neutral.
+    ref_mode: RefModeKind = field(default=RefModeKind.auto, metadata=NEUTRAL)
     # Paper §5 diagnostics: the share of pairs whose DPO gradient weight sigma(-s) is at least this
     # (logged per step and per stage; does not change training).
-    signal_tau: float = 0.5
+    signal_tau: float = field(default=0.5, metadata=NEUTRAL)
     # Seconds a collective may wait before the job fails (multi-node: raise it for slow checkpoint saves).
-    ddp_timeout: int = 1800
-    gradient_checkpointing: bool = True
+    ddp_timeout: int = field(default=1800, metadata=NEUTRAL)
+    # Recompute activations in the backward pass (GPU only): memory for time, the same gradients.
+    gradient_checkpointing: bool = field(default=True, metadata=NEUTRAL)
     max_grad_norm: float = 1.0
-    logging_steps: int = 1
+    # Steps between loss logs (and the NaN/inf checks of drift_exp/training/guards.py).
+    logging_steps: int = field(default=1, metadata=NEUTRAL)
+    # How pairs longer than max_length are cut: authors (the paper's setting; nothing dropped) | trl.
+    truncation: Truncation = Truncation.authors
+    # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
+    # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
+    max_prompt_length: int | None = None
 
 
 @dataclass
@@ -159,22 +190,34 @@ class GenerationConfig:
     # Authors' gen-drift.py settings.
     temperature: float = 0.7
     top_p: float = 0.9
-    # Disabled by default (-1 / 1.0). The model's own generation_config is NOT merged in, so both
-    # backends sample with exactly these settings; set these to match e.g. Qwen's shipped defaults.
-    top_k: int = -1
-    repetition_penalty: float = 1.0
+    # null: the checkpoint's generation_config.json value with sampling_defaults=model (Qwen2.5: 20), off
+    # otherwise; -1 = off. Both backends apply the same resolved value (drift_exp/generation/sampling.py).
+    top_k: int | None = None
+    # null: as top_k (Qwen2.5: 1.05); 1.0 = off.
+    repetition_penalty: float | None = None
     max_new_tokens: int = 512
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
+    # Result-affecting: the HF backend draws every batch's samples from one random stream, so another
+    # batch size gives other samples (vLLM seeds each request, but the key cannot tell the backends apart).
     batch_size: int = 16
-    # vLLM only. null: every visible GPU (1 on CPU).
-    tensor_parallel_size: int | None = None
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
+    # vLLM only: GPUs per engine. null: the smallest size legal for the model's heads that fits its weights
+    # and a useful KV cache (drift_exp/generation/layout.py); the node's other GPUs run more replicas.
+    # How the engine is laid out and how much memory it takes change the speed, not what is sampled: neutral.
+    tensor_parallel_size: int | None = field(default=None, metadata=NEUTRAL)
+    gpu_memory_utilization: float = field(default=0.9, metadata=NEUTRAL)
+    enforce_eager: bool = field(default=False, metadata=NEUTRAL)
     # null: max_prompt_length + max_new_tokens.
     max_model_len: int | None = None
     # Any other vllm.LLM argument.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them and
+    # the completions do not depend on their number. null: vLLM, the GPUs // tensor_parallel_size; HF, one
+    # per GPU (1 on CPU). See drift_exp/generation/layout.py.
+    replicas: int | None = field(default=None, metadata=NEUTRAL)
+    # model: start from the checkpoint's generation_config.json, then apply temperature, top_p,
+    # max_new_tokens (and top_k / repetition_penalty where set) | none: the config's settings only.
+    sampling_defaults: SamplingDefaults = SamplingDefaults.model
 
 
 @dataclass
@@ -183,42 +226,53 @@ class ScorerConfig:
     # 'tiny' builds a random Qwen2 classifier locally (CPU, tests); 'auto' is 'tiny' with the tiny
     # policy and OpenAssistant/reward-model-deberta-v3-large-v2 (the paper's) otherwise.
     path: str = "auto"
-    batch_size: int = 16
+    # Pairs scored at once; each score depends only on its own pair (padding is masked): neutral.
+    batch_size: int = field(default=16, metadata=NEUTRAL)
     # The DeBERTa reward model was trained at 512 tokens; its tokenizer would not truncate by itself.
     max_length: int = 512
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(init_seed=1))
 
 
+# Where and how the stages run (launcher.*, tracking.*, run.*) never enters a resume key; the fields
+# are marked neutral all the same, so the schema says it in one place.
 @dataclass
 class LauncherConfig:
     # inline: every stage in this process (CPU, tests) | local: generation and training as child
     # processes on this node | slurm: as local, on the nodes of a SLURM allocation (launchers/README.md).
-    name: str = "inline"
+    name: str = field(default="inline", metadata=NEUTRAL)
     # Training processes per node (local, slurm); null: one per visible GPU.
-    num_processes: int | None = None
+    num_processes: int | None = field(default=None, metadata=NEUTRAL)
     # Nodes the training spans (slurm; SLURM_NNODES wins inside an allocation).
-    num_machines: int = 1
+    num_machines: int = field(default=1, metadata=NEUTRAL)
     # Train with DeepSpeed ZeRO-3 (local, slurm); the config is generated per stage with concrete values.
-    deepspeed: bool = True
-    main_process_port: int = 29500
+    deepspeed: bool = field(default=True, metadata=NEUTRAL)
+    # The rendezvous port of accelerate's launcher.
+    main_process_port: int = field(default=29500, metadata=NEUTRAL)
+    # Memory of one GPU in GB (GiB), for the preflight's memory checks (python -m drift_exp.plan).
+    # null: the visible GPU's, or no memory check where there is none.
+    gpu_memory_gb: float | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
 class TrackingConfig:
-    mode: TrackingMode = TrackingMode.auto
-    project: str = "drift_exp"
-    entity: str | None = None
+    # W&B: where the numbers are sent, not what they are.
+    mode: TrackingMode = field(default=TrackingMode.auto, metadata=NEUTRAL)
+    project: str = field(default="drift_exp", metadata=NEUTRAL)
+    entity: str | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
 class RunConfig:
     # Stop after this stage: prepare, warm_start, or <stage> / iter_<k>/<stage> with stage in
     # requests, generate, pairs, train.
-    stop_after: str | None = None
+    stop_after: str | None = field(default=None, metadata=NEUTRAL)
     # Allow discarding finished stages whose config changed (otherwise refused).
-    overwrite: bool = False
+    overwrite: bool = field(default=False, metadata=NEUTRAL)
     # Folder name under outputs/sweeps/ for multirun.
-    sweep_name: str = "multirun"
+    sweep_name: str = field(default="multirun", metadata=NEUTRAL)
+    # Run the preflight checks of `python -m drift_exp.plan` (layout, batch, memory, data, judge keys,
+    # disk) before anything is read or written; false skips them.
+    preflight: bool = field(default=True, metadata=NEUTRAL)
 
 
 @dataclass
@@ -237,8 +291,8 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     # Seeds data sampling (controlled setting), generation and training.
     seed: int = 42
-    # K, the number of DRIFT iterations after the warm start.
-    iterations: int = 2
+    # K, the number of DRIFT iterations after the warm start (how far to run, not how: neutral).
+    iterations: int = field(default=2, metadata=NEUTRAL)
 
 
 DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
@@ -249,6 +303,16 @@ def scorer_path(cfg: Config) -> str:
     if cfg.scorer.path != "auto":
         return cfg.scorer.path
     return "tiny" if cfg.model.path == "tiny" else DEFAULT_REWARD_MODEL
+
+
+def resume_rule(path: str) -> tuple[bool, Any]:
+    """(neutral, legacy value) of a dotted setting as it appears in a stage's recorded config (config_fields)."""
+    return resume_rule_in(_defaults(), path)
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> Config:
+    return Config()
 
 
 def register_configs() -> None:
@@ -267,8 +331,12 @@ DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ul
 _STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train|eval))$")
 
 
-def validate(cfg: Config) -> None:
-    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key."""
+def validate(cfg: Config, environment: bool = True) -> None:
+    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key.
+
+    environment=False leaves out what depends on this machine (installed packages, local paths): the
+    preflight plans jobs for another node and reports those as warnings (`environment_problems`).
+    """
     checks: list[tuple[str, bool, str]] = [
         ("iterations", cfg.iterations >= 1, f"must be >= 1, got {cfg.iterations}"),
         ("method.kind", cfg.method.kind in METHOD_KINDS, f"must be one of {METHOD_KINDS}, got {cfg.method.kind!r}"),
@@ -284,11 +352,15 @@ def validate(cfg: Config) -> None:
         ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
         ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,
          f"must be in [0, 1), got {cfg.trainer.warmup_ratio}"),
-        ("trainer.global_batch_size", cfg.trainer.global_batch_size >= 1,
-         f"must be >= 1, got {cfg.trainer.global_batch_size}"),
+        ("trainer.global_batch_size", cfg.trainer.global_batch_size is None or cfg.trainer.global_batch_size >= 1,
+         f"must be >= 1 or null (micro_batch_size per device), got {cfg.trainer.global_batch_size}"),
         ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
          f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
         ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),
+        ("trainer.max_prompt_length", cfg.trainer.max_prompt_length is None
+         or 1 <= cfg.trainer.max_prompt_length < cfg.trainer.max_length,
+         f"must be null (half of max_length) or in [1, trainer.max_length={cfg.trainer.max_length}), "
+         f"got {cfg.trainer.max_prompt_length}"),
         ("trainer.warm_start_epochs", cfg.trainer.warm_start_epochs >= 0,
          f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
         ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
@@ -301,10 +373,11 @@ def validate(cfg: Config) -> None:
         ("generation.temperature", cfg.generation.temperature >= 0,
          f"must be >= 0 (0 = greedy), got {cfg.generation.temperature}"),
         ("generation.top_p", 0 < cfg.generation.top_p <= 1, f"must be in (0, 1], got {cfg.generation.top_p}"),
-        ("generation.top_k", cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
-         f"must be -1 (off) or >= 1, got {cfg.generation.top_k}"),
-        ("generation.repetition_penalty", cfg.generation.repetition_penalty > 0,
-         f"must be > 0, got {cfg.generation.repetition_penalty}"),
+        ("generation.top_k", cfg.generation.top_k is None or cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
+         f"must be null (the checkpoint's), -1 (off) or >= 1, got {cfg.generation.top_k}"),
+        ("generation.repetition_penalty", cfg.generation.repetition_penalty is None
+         or cfg.generation.repetition_penalty > 0,
+         f"must be null (the checkpoint's) or > 0, got {cfg.generation.repetition_penalty}"),
         ("generation.max_new_tokens", cfg.generation.max_new_tokens >= 1,
          f"must be >= 1, got {cfg.generation.max_new_tokens}"),
         ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
@@ -323,22 +396,132 @@ def validate(cfg: Config) -> None:
         value = getattr(getattr(cfg, group), key)
         checks.append((name, bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", value)),
                        f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {value!r}"))
-    tiny = cfg.model.tiny
+    bad = non_finite(cfg)  # inf / nan pass every range check written as a comparison
+    if bad:
+        raise ConfigError(f"{bad[0]} must be a finite number, got {_get(cfg, bad[0])}")
+    for key in ("seed", "model.tiny.init_seed", "scorer.tiny.init_seed"):
+        checks.append((key, 0 <= _get(cfg, key) <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {_get(cfg, key)}"))
+    for key, choices in (("trainer.optim", transformers_choices("training_args.py", "OptimizerNames")),
+                         ("trainer.lr_scheduler_type", transformers_choices("trainer_utils.py", "SchedulerType"))):
+        value = _get(cfg, key)
+        checks.append((key, choices is None or value in choices,
+                       f"must be one transformers accepts ({', '.join(sorted(choices or []))}), got {value!r}"))
     if cfg.model.path == "tiny":
-        checks += [
-            ("model.tiny.num_attention_heads", tiny.hidden_size % tiny.num_attention_heads == 0,
-             f"must divide hidden_size {tiny.hidden_size}"),
-            ("model.tiny.num_key_value_heads", tiny.num_attention_heads % tiny.num_key_value_heads == 0,
-             f"must divide num_attention_heads {tiny.num_attention_heads}"),
-        ]
+        checks += _tiny_checks("model.tiny", cfg.model.tiny)
+    if scorer_path(cfg) == "tiny":
+        checks += _tiny_checks("scorer.tiny", cfg.scorer.tiny)
+    greedy = cfg.generation.temperature == 0
+    checks += [
+        ("generation.temperature", not (greedy and cfg.method.n_samples > 1),
+         f"is 0 (greedy), so the method.n_samples={cfg.method.n_samples} samples of a request would be identical; "
+         "sample with a temperature > 0 or set method.n_samples=1"),
+        ("generation.temperature", not (greedy and cfg.method.kind == "iterdpo" and not cfg.method.guided),
+         "is 0 (greedy), so unguided IterDPO's two samples of a prompt would be identical (chosen == rejected)"),
+    ]
+    if environment:
+        checks += _environment_checks(cfg)
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
     validate_eval(cfg.eval)
+    if environment:
+        check_local_paths(cfg)
     if cfg.run.stop_after:
         m = _STOP_AFTER.match(cfg.run.stop_after)
         if m and m.group(3) is not None and not 1 <= int(m.group(3)) <= cfg.iterations:
             raise ConfigError(f"run.stop_after names iteration {m.group(3)}, but iterations={cfg.iterations}")
+
+
+def _environment_checks(cfg: Config) -> list[tuple[str, bool, str]]:
+    """The packages this run needs on this machine."""
+    return [
+        ("generation.backend", cfg.generation.backend != "vllm" or _installed("vllm"),
+         "is vllm, but the vllm package is not installed (pip install -e '.[gpu]', or generation=hf)"),
+        ("launcher.deepspeed", not (cfg.launcher.name != "inline" and cfg.launcher.deepspeed)
+         or _installed("deepspeed"),
+         f"is true with launcher={cfg.launcher.name}, but the deepspeed package is not installed "
+         "(pip install -e '.[gpu]', or pass launcher.deepspeed=false)"),
+    ]
+
+
+def environment_problems(cfg: Config) -> list[tuple[str, str]]:
+    """What this machine lacks for the run (packages, local paths), as (key, why) pairs."""
+    problems = [(key, why) for key, ok, why in _environment_checks(cfg) if not ok]
+    try:
+        check_local_paths(cfg)
+    except ConfigError as err:
+        key = re.match(r"[\w.]+", str(err))
+        problems.append((key.group(0) if key else "config", str(err)))
+    return problems
+
+
+def _get(cfg: Config, key: str) -> Any:
+    value: Any = cfg
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def _tiny_checks(prefix: str, tiny: TinyModelConfig) -> list[tuple[str, bool, str]]:
+    sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+             "max_position_embeddings")
+    checks = [(f"{prefix}.{n}", getattr(tiny, n) >= 1, f"must be >= 1, got {getattr(tiny, n)}") for n in sizes]
+    if all(ok for _, ok, _ in checks):  # only then is dividing by them safe
+        checks += [
+            (f"{prefix}.num_attention_heads", tiny.hidden_size % tiny.num_attention_heads == 0,
+             f"must divide hidden_size {tiny.hidden_size}"),
+            (f"{prefix}.num_key_value_heads", tiny.num_attention_heads % tiny.num_key_value_heads == 0,
+             f"must divide num_attention_heads {tiny.num_attention_heads}"),
+        ]
+    return checks
+
+
+@cache
+def transformers_choices(module_file: str, enum_name: str) -> frozenset[str] | None:
+    """The string values of a transformers enum, read from its source (importing transformers takes
+    seconds and pulls in torch; validate must stay fast). None when it cannot be read: not checked."""
+    spec = importlib.util.find_spec("transformers")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        tree = ast.parse((Path(list(spec.submodule_search_locations)[0]) / module_file).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == enum_name:
+            return frozenset(st.value.value for st in node.body if isinstance(st, ast.Assign)
+                             and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)) or None
+    return None
+
+
+def looks_local(value: str) -> bool:
+    """A value meant as a local path: absolute, ./ ../ ~, or more than one '/' (a hub id has exactly one)."""
+    return value.startswith(("/", "./", "../", "~", ".\\")) or value in (".", "..") or value.count("/") > 1
+
+
+def check_local_paths(cfg: Config) -> None:
+    """Local paths the run reads must exist (a missing one would otherwise be taken for a hub id)."""
+    bench = cfg.eval.benchmarks
+    scorer_used = "proxy" in bench or cfg.method.kind == "iterdpo"
+    named = [("model.path", cfg.model.path, cfg.model.path != "tiny", "a local model folder or a hub id"),
+             ("scorer.path", cfg.scorer.path, scorer_used and cfg.scorer.path not in ("tiny", "auto"),
+              "a local reward model folder, a hub id, tiny or auto"),
+             ("data.source", cfg.data.source, cfg.data.source != "sample", "'sample', a local file or folder, "
+              "or a hub dataset id"),
+             ("eval.alpaca_eval_source", cfg.eval.alpaca_eval_source,
+              "alpaca_eval" in bench and cfg.eval.alpaca_eval_source != "sample", "'sample', a file or a hub id"),
+             ("eval.wildbench_source", cfg.eval.wildbench_source,
+              "wildbench" in bench and cfg.eval.wildbench_source != "sample", "'sample', a file or a hub id")]
+    for key, value, used, what in named:
+        if used and looks_local(value) and not Path(value).expanduser().exists():
+            raise ConfigError(f"{key}={value!r}: no such file or folder (expected {what})")
+    proxy = cfg.eval.proxy_source
+    if "proxy" in bench and proxy != "sample" and not Path(proxy).expanduser().is_file():
+        raise ConfigError(f"eval.proxy_source={proxy!r}: no such file (expected 'sample' or a local .json/.jsonl)")
 
 
 def experiment_name(cfg: Config) -> str:

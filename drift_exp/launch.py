@@ -89,7 +89,7 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
     """The command line of one stage's job (pure: tested without running it)."""
     job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
     if stage in ("generate", "eval", "base_eval"):
-        return [sys.executable, *job]  # one process; vLLM spreads over the node's GPUs itself
+        return [sys.executable, *job]  # one process; it starts one child per generation replica itself
     job += ["--report-to", report_to]
     if ds_config is not None:
         job += ["--deepspeed-config", str(ds_config)]

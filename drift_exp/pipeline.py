@@ -14,50 +14,62 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import asdict, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drift_exp.config import Config, experiment_name, scorer_path
+from drift_exp.config import Config, experiment_name, result_fields, scorer_path
+from drift_exp.credentials import saved_config
 from drift_exp.data import load_records, select_records
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
 from drift_exp.evaluation.base import base_eval_stage, base_stats
+from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
-from drift_exp.records import (
-    Completion,
-    FeedbackRecord,
-    read_jsonl,
-    write_json,
-    write_jsonl,
-)
+from drift_exp.provenance import data_identity, save_hydra_record
+from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl, write_text
 from drift_exp.stages import RunDir, Stage, read_markers
 from drift_exp.tracking import Tracker
 from drift_exp.training.diagnostics import flat_signal
-from drift_exp.training.models import base_model_path
+from drift_exp.training.models import base_model_path, set_trust_remote_code
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
-    """Run (or resume) one experiment; return its run directory."""
+    """Run (or resume) one experiment; return its run directory. One process per run directory."""
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if cfg.run.preflight:  # python -m drift_exp.plan's checks, before any data is read or anything written
+        from drift_exp.plan import preflight
+
+        preflight(cfg, run_dir)
     rd = RunDir(run_dir, cfg.run.overwrite)
-    resolved = OmegaConf.to_container(dcfg, resolve=True)
-    (rd.root / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-    tracker = Tracker(cfg, rd.root, resolved)
+    with rd.locked():
+        return _run(rd, cfg, dcfg)
+
+
+def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
+    check_hub(cfg)  # offline: whatever the run needs from the hub must be cached (before hours of work)
+    set_trust_remote_code(cfg.model.trust_remote_code)
+    method = build_method(cfg.method)
+    # Check the config against every finished stage before anything runs or is written.
+    plan = check_stages(rd, cfg, method)
+    rd.apply()  # only now: drop changed evaluations' markers, discard from a refused stage (run.overwrite)
+    saved = saved_config(dcfg)  # ${oc.env:...} references kept, credentials masked
+    write_text(rd.root / "config.yaml", OmegaConf.to_yaml(saved))
+    save_hydra_record(rd.root, dcfg)
+    tracker = Tracker(cfg, rd.root, saved)
     log.info("experiment %s in %s", experiment_name(cfg), rd.root)
 
     # Filter: extract the DSAT signals (and SAT replies, DSAT->SAT seeds) from the wild data, and
     # keep the records the method iterates on (DSAT for DRIFT / IterDPO, SAT for SPIN; Table 2).
-    method = build_method(cfg.method)
-    records, key = prepare(rd, cfg, method)
+    records = prepare(plan, cfg, method)
     if stop_here(cfg, "prepare"):
         return rd.root
     targets = select_records(records, method.record_kind(records), cfg.setting, cfg.seed)
@@ -67,18 +79,12 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
 
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
-    key = warm_start(rd, cfg, records, key, tracker)
+    warm_start(plan, cfg, rd, records, tracker)
     if stop_here(cfg, "warm_start"):
         return rd.root
 
     for k in range(1, cfg.iterations + 1):
-        st = {}
-        parent = key
-        for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
-            st[name] = rd.stage(k, name, parent, section)
-            parent = st[name].key
-        key = st["train"].key  # the next iteration hangs off the training, not the evaluation
-        st["eval"] = rd.stage(k, "eval", key, eval_section(cfg))
+        st = plan.iterations[k]
         if all(s.done for s in st.values()):
             continue
         with tracker.iteration(k):
@@ -86,6 +92,8 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
             requests_stage(st["requests"], method, targets, k, tracker)
             if stop_here(cfg, "requests", k):
                 return rd.root
+            if not st["generate"].done:
+                rd.require(st["requests"].folder / "requests.jsonl", f"iter_{k}/requests")
             completions = generate_stage(st["generate"], cfg, rd, k, tracker)
             if stop_here(cfg, "generate", k):
                 return rd.root
@@ -95,6 +103,7 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
                 return rd.root
             # Loss update: one epoch of DPO from pi_{k-1}.
             if not st["train"].done:
+                rd.require(st["pairs"].folder / "pairs.jsonl", f"iter_{k}/pairs")
                 train_stage(st["train"], cfg, rd, k, tracker)
             if stop_here(cfg, "train", k):
                 return rd.root
@@ -106,49 +115,88 @@ def run(cfg: Config, dcfg: DictConfig, run_dir: Path | None = None) -> Path:
     return rd.root
 
 
+@dataclass
+class Plan:
+    """Every stage of the run, looked up (and checked against its DONE marker) in pipeline order."""
+
+    prepare: Stage
+    records: list[FeedbackRecord]
+    prepare_stats: dict[str, Any] | None  # extracted now (prepare not done yet): written by prepare()
+    warm_start: Stage
+    warm_eval: Stage
+    iterations: dict[int, dict[str, Stage]]
+
+
+def check_stages(rd: RunDir, cfg: Config, method: PairBuilder) -> Plan:
+    """Look up every stage in order; a finished stage whose config changed raises StageConflict here,
+    before anything is written. Reads the records (extracting them when prepare has not finished:
+    which stages follow depends on them)."""
+    prep = rd.stage(None, "prepare", "", prepare_section(cfg))
+    stats = None
+    if prep.done:
+        records = read_jsonl(rd.require(prep.folder / "records.jsonl", "data/prepare"), FeedbackRecord)
+    else:
+        records, stats = load_records(cfg.data, cfg.seed)
+    warm = rd.stage(0, "train", prep.key, {"model": result_fields(cfg.model), "trainer": training_section(cfg),
+                                           "seed": cfg.seed})
+    warm_eval = rd.stage(0, "eval", warm.key, eval_section(cfg))
+    iterations = {}
+    key = warm.key
+    for k in range(1, cfg.iterations + 1):
+        st = {}
+        parent = key
+        for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
+            st[name] = rd.stage(k, name, parent, section)
+            parent = st[name].key
+        key = st["train"].key  # the next iteration hangs off the training, not the evaluation
+        st["eval"] = rd.stage(k, "eval", key, eval_section(cfg))
+        iterations[k] = st
+    return Plan(prep, records, stats, warm, warm_eval, iterations)
+
+
 def iteration_sections(cfg: Config, k: int, scored: bool) -> dict[str, dict[str, Any]]:
-    """The config each stage of iteration k reads (its DONE key hashes these, chained)."""
-    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if scored else None
+    """The config each stage of iteration k reads (its DONE marker records these: result-affecting fields only)."""
+    scorer = {**result_fields(cfg.scorer), "path": scorer_path(cfg)} if scored else None
     return {
-        "requests": {"method": asdict(cfg.method), "setting": asdict(cfg.setting), "iteration": k},
-        "generate": {"generation": asdict(cfg.generation), "seed": cfg.seed},
-        "pairs": {"method": asdict(cfg.method), "scorer": scorer},
+        "requests": {"method": result_fields(cfg.method), "setting": result_fields(cfg.setting), "iteration": k},
+        "generate": {"generation": result_fields(cfg.generation), "seed": cfg.seed},
+        "pairs": {"method": result_fields(cfg.method), "scorer": scorer},
         "train": {"trainer": training_section(cfg), "seed": cfg.seed},
     }
 
 
 def training_section(cfg: Config) -> dict[str, Any]:
-    """The trainer settings that change the trained weights (diagnostics-only knobs left out)."""
-    section = asdict(cfg.trainer)
-    section.pop("signal_tau")
-    return section
+    """The trainer settings that change the trained weights (neutral knobs such as signal_tau left out)."""
+    return result_fields(cfg.trainer)
 
 
-def prepare(rd: RunDir, cfg: Config, method: PairBuilder) -> tuple[list[FeedbackRecord], str]:
-    st = rd.stage(None, "prepare", "", {"data": asdict(cfg.data), "setting": asdict(cfg.setting),
-                                        "method": cfg.method.kind, "seed": cfg.seed})
-    path = st.folder / "records.jsonl"
+def prepare_section(cfg: Config) -> dict[str, Any]:
+    """What the extracted records depend on, the data file's identity included (a replaced file is a change)."""
+    return {"data": result_fields(cfg.data), "setting": result_fields(cfg.setting), "method": cfg.method.kind,
+            "seed": cfg.seed, "data_file": data_identity(cfg.data.source)}
+
+
+def prepare(plan: Plan, cfg: Config, method: PairBuilder) -> list[FeedbackRecord]:
+    st, records = plan.prepare, plan.records
     if st.done:
-        return read_jsonl(path, FeedbackRecord), st.key
-    records, stats = load_records(cfg.data, cfg.seed)
+        return records
+    stats = dict(plan.prepare_stats or {})
     kind = method.record_kind(records)
     used = select_records(records, kind, cfg.setting, cfg.seed)
     stats["used"] = {"setting": cfg.setting.name, "kind": kind, "records": len(used),
                      "available": sum(r.kind == kind for r in records),
                      "seed_pairs": sum(r.kind == "seed" for r in records) if cfg.trainer.warm_start_epochs else 0}
     log.info("data: %s", {k: v for k, v in stats.items() if k != "source"})
-    write_jsonl(path, records)
+    write_jsonl(st.folder / "records.jsonl", records)
     write_json(st.folder / "stats.json", stats)
     st.finish(stats)
-    return records, st.key
+    return records
 
 
-def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: str, tracker: Tracker) -> str:
-    st = rd.stage(0, "train", parent, {"model": asdict(cfg.model), "trainer": training_section(cfg),
-                                       "seed": cfg.seed})
-    ev = rd.stage(0, "eval", st.key, eval_section(cfg))
+def warm_start(plan: Plan, cfg: Config, rd: RunDir, records: list[FeedbackRecord], tracker: Tracker) -> None:
+    st, ev = plan.warm_start, plan.warm_eval
     if st.done and ev.done:
-        return st.key
+        return
     with tracker.iteration(0):
         tracker.log("base_eval", base_stats(rd.root))  # the Base row's numbers, in iteration 0's run
         if not st.done:
@@ -162,12 +210,11 @@ def warm_start(rd: RunDir, cfg: Config, records: list[FeedbackRecord], parent: s
                 write_json(st.folder / "metrics.json", {"iteration": 0, "skipped": why})
                 st.finish({"skipped": why})
         eval_stage(ev, cfg, rd, 0, tracker)  # the warm-started policy (or the base model if skipped)
-    return st.key
 
 
 def eval_section(cfg: Config) -> dict[str, Any]:
-    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
-    return {"eval": asdict(cfg.eval), "generation": asdict(cfg.generation), "scorer": scorer}
+    scorer = {**result_fields(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
+    return {"eval": result_fields(cfg.eval), "generation": result_fields(cfg.generation), "scorer": scorer}
 
 
 def eval_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> None:
@@ -198,7 +245,7 @@ def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker)
     if not st.done:
         st.finish(run_stage(cfg, rd.root, "generate", k, tracker))
     tracker.log("stage/generation", st.stats)
-    return read_jsonl(st.folder / "completions.jsonl", Completion)
+    return read_jsonl(rd.require(st.folder / "completions.jsonl", f"iter_{k}/generate"), Completion)
 
 
 def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[FeedbackRecord],

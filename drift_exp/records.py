@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from drift_exp.errors import DataError
+from drift_exp.errors import DataError, UserError
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 
@@ -72,31 +72,76 @@ class PreferencePair:
         }
 
 
-def write_jsonl(path: Path, items: Iterable[Any]) -> int:
-    """Write dataclasses or dicts, one JSON object a line, atomically (temp file + rename)."""
+def _tmp_name(path: Path) -> Path:
+    """A temp file beside `path`, private to this process (two writers never share one)."""
+    return path.with_name(f"{path.name}.{os.getpid()}.tmp")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a crash right after it must not bring the old file back)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, lines: Iterable[str]) -> int:
+    """Write lines to a temp file, fsync it, rename it over `path`, fsync the folder; return the count."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_name(path)
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
-        for item in items:
-            row = asdict(item) if hasattr(item, "__dataclass_fields__") else item
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as f:
+            for line in lines:
+                f.write(line)
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        raise UserError(f"{path}: could not write it ({err.strerror or err}); free disk space or fix the folder's "
+                        "permissions and rerun the command (finished stages are kept)") from None
+    finally:
+        if tmp.exists():  # an error before the rename: leave no half-written file behind
+            tmp.unlink(missing_ok=True)
     return n
 
 
+def write_jsonl(path: Path, items: Iterable[Any]) -> int:
+    """Write dataclasses or dicts, one JSON object a line, atomically (temp file + rename)."""
+    return _write_atomic(path, (json.dumps(asdict(item) if hasattr(item, "__dataclass_fields__") else item,
+                                           ensure_ascii=False) + "\n" for item in items))
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object); a malformed line raises DataError naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+    """Yield (line number, object); a malformed line (not UTF-8, not JSON, nested too deep, a key twice, an
+    integer of over 4300 digits) raises DataError naming file, line and field. A lone surrogate escape is kept
+    as U+FFFD (write_jsonl never writes one; a file edited by hand may hold one)."""
+    from drift_exp.data.lines import parse_line, read_lines, too_long  # (imported here: no import cycle)
+    from drift_exp.data.stream import Invalid, check_head
+
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot open ({err.strerror})") from None
+    with f:
+        head = f.read(4096)
+        # An empty file is no rows (a stage may write none); a compressed or UTF-16 file is named.
+        f.seek(check_head(path, head, os.fstat(f.fileno()).st_size) if head.strip() else 0)
+        for lineno, raw in read_lines(f):
+            if raw is None:
+                raise DataError(f"{path}: line {lineno}: {too_long(lineno)}")
+            if not raw.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj, _ = parse_line(raw)
+            except Invalid as err:
+                raise DataError(f"{path}: line {lineno}: {err}") from None
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}: line {lineno}: not valid JSON ({err.msg})") from None
             if not isinstance(obj, dict):
@@ -119,10 +164,11 @@ def read_jsonl(path: Path, cls: type) -> list:
     return out
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write a text file atomically and durably."""
+    _write_atomic(path, [text])
+
+
 def write_json(path: Path, obj: Any) -> None:
-    """Write a JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    """Write a JSON document atomically and durably (markers: a crash leaves the old or the new file)."""
+    _write_atomic(path, [json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n"])

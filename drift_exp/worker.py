@@ -31,21 +31,52 @@ def load_config(run_dir: Path) -> Config:
 
 
 def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
-    """Sample iteration k's requests from pi_{k-1}; write completions.jsonl and generate_stats.json."""
-    from drift_exp.generation import build_generator
+    """Sample iteration k's requests from pi_{k-1}; write completions.jsonl and generate_stats.json.
+
+    The requests are sharded over the data-parallel replicas of `generation_layout` (one process per
+    replica when there are several); the completions do not depend on the number of replicas.
+    """
+    from drift_exp.generation.replicas import generate_replicated
+    from drift_exp.generation.sampling import effective_sampling
     from drift_exp.training.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
     requests = read_jsonl(folder / "requests.jsonl", GenRequest)
     policy = rd.checkpoint_after(k - 1, base_model_path(cfg.model))
+    layout = generation_layout(cfg, policy)
+    log.info("generation: %d requests over %s (replicas x tensor parallel) on %d GPUs", len(requests),
+             layout.describe(), layout.gpus)
     t0 = time.time()
-    completions = build_generator(cfg.generation, cfg.model.dtype).generate(policy, requests,
-                                                                            seed=cfg.seed * 1000 + k)
+    completions, throughput = generate_replicated(cfg.generation, cfg.model.dtype, policy, requests,
+                                                  cfg.seed * 1000 + k, layout, folder / ".replicas")
     write_jsonl(folder / "completions.jsonl", completions)
-    stats = generation_stats(completions, time.time() - t0)
+    stats = {**generation_stats(completions, time.time() - t0), **throughput}
+    stats["sampling"] = effective_sampling(cfg.generation, policy)  # what both backends applied
     write_json(folder / "generate_stats.json", stats)
     return stats
+
+
+def generation_layout(cfg: Config, model_path: str):
+    """The replicas x tensor-parallel layout on this machine's visible GPUs; ConfigError on a problem."""
+    import torch
+
+    from drift_exp.errors import ConfigError
+    from drift_exp.generation.layout import choose_layout
+    from drift_exp.model_shapes import ShapeUnknown, model_shape
+
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    try:
+        shape = model_shape(model_path, cfg.model.tiny)
+    except ShapeUnknown:
+        shape = None
+    memory = cfg.launcher.gpu_memory_gb
+    if memory is None and gpus:
+        memory = torch.cuda.get_device_properties(0).total_memory / 2**30
+    layout = choose_layout(cfg.generation, shape, gpus, memory)
+    if layout.problems:
+        raise ConfigError("generation layout: " + "; ".join(f"{key} {why}" for key, why in layout.problems))
+    return layout
 
 
 def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
@@ -130,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
                                                    "[%(name)s][%(levelname)s] - %(message)s")
     cfg = load_config(args.run_dir)
+    from drift_exp.training.models import set_trust_remote_code
+
+    set_trust_remote_code(cfg.model.trust_remote_code)
     try:
         if args.stage == "generate":
             generate(cfg, args.run_dir, args.iteration)

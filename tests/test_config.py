@@ -1,5 +1,6 @@
 """Every config group option composes; bad values fail early with the key named."""
 
+import importlib.util
 import subprocess
 import sys
 import time
@@ -31,6 +32,10 @@ def test_groups_match_design():
 @pytest.mark.parametrize("override", [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_option_composes_and_validates(override):
     cfg = load([override])
+    if cfg.generation.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match="generation.backend is vllm, but the vllm package is not installed"):
+            validate(cfg)  # refused at once, not after the first stages ran
+        return
     validate(cfg)
     assert isinstance(cfg, Config)
 
@@ -45,7 +50,8 @@ def test_paper_settings_are_the_defaults():
     t = load(["model=qwen14b"]).trainer
     assert (t.beta, t.learning_rate, t.optim, t.lr_scheduler_type, t.warmup_ratio) == (0.1, 5e-7, "rmsprop",
                                                                                       "linear", 0.1)
-    assert (t.global_batch_size, t.max_length, t.warm_start_epochs, t.epochs, t.rpo_alpha) == (4, 2048, 3, 1, 0.001)
+    assert (t.global_batch_size, t.micro_batch_size, t.max_length, t.warm_start_epochs, t.epochs, t.rpo_alpha) == (
+        None, 4, 2048, 3, 1, 0.001)  # the authors' batch: 4 per device, no accumulation
     g = load([]).generation
     assert (g.temperature, g.top_p, g.max_new_tokens) == (0.7, 0.9, 512)
 
@@ -79,6 +85,46 @@ def test_settings():
 def test_bad_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         validate(load([override]))
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.learning_rate=inf", "trainer.learning_rate must be a finite number, got inf"),
+    ("trainer.beta=nan", "trainer.beta must be a finite number, got nan"),
+    ("trainer.rpo_alpha=inf", "trainer.rpo_alpha must be a finite number"),
+    ("generation.temperature=inf", "generation.temperature must be a finite number"),
+    ("eval.judge.timeout_s=inf", "eval.judge.timeout_s must be a finite number"),
+    ("seed=-1", "seed must be in 0 .. 2**32-1, got -1"),
+    ("seed=4294967296", "seed must be in 0 .. 2**32-1"),
+    ("model.tiny.init_seed=-5", "model.tiny.init_seed must be in 0 .. 2**32-1"),
+    ("trainer.optim=bogus", "trainer.optim must be one transformers accepts (.*rmsprop.*), got 'bogus'"),
+    ("trainer.lr_scheduler_type=bogus", "trainer.lr_scheduler_type must be one transformers accepts (.*cosine.*)"),
+    ("model.path=/nonexistent/model", "model.path='/nonexistent/model': no such file or folder"),
+    ("model.path=./models/missing", "model.path='./models/missing': no such file or folder"),
+    ("scorer.path=/nonexistent", "scorer.path='/nonexistent': no such file or folder"),
+    ("eval.proxy_source=/nonexistent.jsonl", "eval.proxy_source='/nonexistent.jsonl': no such file"),
+    ("data.source=/nonexistent.json", "data.source='/nonexistent.json': no such file or folder"),
+    ("generation.temperature=0 method.n_samples=2", "generation.temperature is 0 .greedy., so the method.n_samples=2"),
+    ("generation.temperature=0 method=iterdpo_unguided", "unguided IterDPO's two samples of a prompt would be"),
+    ("model.tiny.num_attention_heads=0", "model.tiny.num_attention_heads must be >= 1, got 0"),
+    ("scorer.tiny.num_key_value_heads=0", "scorer.tiny.num_key_value_heads must be >= 1, got 0"),
+    ("eval.temperature=nan", "eval.temperature must be a finite number"),
+])
+def test_values_that_would_fail_late_are_refused_in_validate(override, message):
+    with pytest.raises(ConfigError, match=message.replace("**", r"\*\*")):
+        validate(load(override.split()))
+
+
+def test_hub_ids_and_existing_local_paths_pass(tmp_path):
+    validate(load(["model=qwen7b", f"scorer.path={tmp_path}", "eval=full"]))  # hub ids are not checked here
+    validate(load([f"model.path={tmp_path}", "model.name=local"]))
+
+
+def test_missing_backend_packages_are_refused(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else real(name, *a))
+    with pytest.raises(ConfigError, match="launcher.deepspeed is true with launcher=local, but the deepspeed package"):
+        validate(load(["launcher=local"]))
+    validate(load(["launcher=local", "launcher.deepspeed=false"]))
 
 
 @pytest.mark.parametrize("override,key", [

@@ -23,7 +23,7 @@ from pydantic import ValidationError  # noqa: E402
 from drift_exp.config import TrainerConfig  # noqa: E402
 from drift_exp.errors import ConfigError  # noqa: E402
 from drift_exp.training.deepspeed import write_zero3_config, zero3_config  # noqa: E402
-from drift_exp.training.dpo import derive_batch  # noqa: E402
+from drift_exp.training.dpo import batch_stats, derive_batch  # noqa: E402
 
 
 class DataParallelUnit:
@@ -76,7 +76,7 @@ def values(node):
 
 
 def test_world_size_one_without_a_process_group():
-    cfg = TrainerConfig()  # the paper's global batch 4, micro batch 4
+    cfg = TrainerConfig()  # the authors' batch: 4 per device, no accumulation
     ds = validate(zero3_config(cfg, 1, bf16=True), 1)
     assert (ds.train_batch_size, ds.train_micro_batch_size_per_gpu, ds.gradient_accumulation_steps) == (4, 4, 1)
     assert ds.zero_optimization_stage == 3
@@ -108,6 +108,19 @@ def test_config_written_for_one_world_size_fails_at_another(process_group):
     config = zero3_config(TrainerConfig(global_batch_size=64, micro_batch_size=4), 8, bf16=True)
     with pytest.raises(AssertionError, match="train_batch_size is not equal"):
         validate(config, 16)
+
+
+@pytest.mark.parametrize("world", [1, 2, 8, 16])
+def test_authors_batch_is_four_per_device(process_group, world):
+    # global_batch_size null (default): per_device_train_batch_size 4, gradient_accumulation_steps 1, as the
+    # authors' YAMLs; the effective batch grows with the world size (32 on 8 GPUs).
+    ds = validate(zero3_config(TrainerConfig(), world, bf16=True), world)
+    assert (ds.train_micro_batch_size_per_gpu, ds.gradient_accumulation_steps, ds.train_batch_size) == (4, 1, 4 * world)
+    stats = batch_stats(TrainerConfig(), world)
+    assert (stats["per_device_batch_size"], stats["gradient_accumulation_steps"], stats["effective_batch_size"]) == (
+        4, 1, 4 * world)
+    pinned = batch_stats(TrainerConfig(global_batch_size=64), world)
+    assert pinned["effective_batch_size"] == 64 and pinned["batch_semantics"] == "pinned global"
 
 
 @pytest.mark.parametrize("world", [3, 8, 16])

@@ -37,7 +37,7 @@ def ok(proc: subprocess.CompletedProcess) -> None:
 
 def mtimes(run_dir: Path, markers: bool = True) -> dict[str, int]:
     """Modification times of the stage outputs (DONE markers grow as later stages finish: markers=False)."""
-    skip = {"__main__.log", "config.yaml"} | (set() if markers else {"DONE"})
+    skip = {"__main__.log", "config.yaml", ".lock"} | (set() if markers else {"DONE"})
     return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.rglob("*")
             if p.is_file() and "wandb" not in p.parts and ".hydra" not in p.parts and p.name not in skip}
 
@@ -72,10 +72,14 @@ def test_every_stage_writes_its_files(full_run):
             assert sum(1 for _ in open(it / name)) == 38, name  # one sample per DSAT record
         metrics = json.loads((it / "metrics.json").read_text())
         assert metrics["generate"]["samples"] == 38 and metrics["pairs"]["pairs"] == 38
-        # TRL drops pairs whose prompt alone fills max_length (512 here); the count is reported, not lost
+        # trainer.truncation=authors: long pairs are cut (prompts to their last 256 tokens here), none dropped
         train = metrics["train"]
-        assert train["examples"] + train["dropped_too_long"] == 38 and train["examples"] > 0
+        assert train["examples"] == 38 and train["dropped_too_long"] == 0 and train["truncation"] == "authors"
+        assert train["truncated_prompts"] > 0 and train["max_prompt_length"] == 256
         assert train["steps"] == math.ceil(train["examples"] / 4)
+        # the tiny checkpoint's generation_config.json sets no top_k / repetition_penalty: both off
+        assert json.loads((it / "generate_stats.json").read_text())["sampling"] == {
+            "temperature": 0.7, "top_p": 0.9, "top_k": -1, "repetition_penalty": 1.0, "max_new_tokens": 48}
     # iteration 2 starts from iteration 1's checkpoint, which starts from the warm start's
     assert json.loads((full_run / "iter_2" / "metrics.json").read_text())["policy_start"].endswith(
         "iter_1/checkpoint")
@@ -130,6 +134,26 @@ def test_changed_setting_is_refused_with_the_key_named(full_run):
     assert proc.returncode == 2
     assert "generation.temperature: 0.7 -> 1.0" in proc.stderr + proc.stdout
     assert "run.overwrite=true" in proc.stderr + proc.stdout
+
+
+def test_a_refused_run_writes_nothing(full_run):
+    # iter_0's eval would rerun (a leaf), but iter_1/generate is refused: nothing may change, not even
+    # config.yaml, .hydra/ or the evaluation markers
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(full_run)): p.read_bytes() for p in full_run.rglob("*")
+                if p.is_file() and "wandb" not in p.parts and p.name not in ("__main__.log", ".lock")}
+
+    before = snapshot()
+    proc = drift_exp(full_run, "eval.limit=4", "generation.temperature=1.0")
+    assert proc.returncode == 2 and "iter_1/generate was finished with a different config" in proc.stderr + proc.stdout
+    assert snapshot() == before
+
+
+def test_neutral_settings_resume_without_redoing_anything(full_run):
+    before = mtimes(full_run)
+    ok(drift_exp(full_run, "trainer.ddp_timeout=60", "trainer.logging_steps=5", "generation.enforce_eager=true",
+                 "generation.gpu_memory_utilization=0.5", "scorer.batch_size=2"))
+    assert mtimes(full_run) == before
 
 
 def test_kill_and_resume_equals_uninterrupted(full_run, tmp_path):

@@ -8,6 +8,7 @@ the prompt ids and the effective generation config that transformers really samp
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import sys
@@ -20,6 +21,7 @@ import yaml
 
 import drift_exp.generation.hf as hf_module
 from drift_exp.config import GenerationConfig, TinyModelConfig
+from drift_exp.errors import ConfigError
 from drift_exp.generation import build_generator
 from drift_exp.generation.hf import HFGenerator
 from drift_exp.generation.vllm import (
@@ -184,11 +186,14 @@ def test_sampling_matches_hf_when_checkpoint_ships_sampling_defaults(tiny, tmp_p
     shipped = json.loads(gen_file.read_text())
     shipped.update(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)  # Qwen2.5's
     gen_file.write_text(json.dumps(shipped))
-    cfg = GenerationConfig(max_prompt_length=MAX_PROMPT, max_new_tokens=3)  # top_k off, repetition_penalty off
-    _, calls = run_hf(model, cfg, requests()[:1], monkeypatch)
-    ours = sampling_kwargs(cfg, 2, seed=0, stop_ids=stop_token_ids(str(model), load_tokenizer(str(model))))
-    del ours["seed"], ours["skip_special_tokens"]
-    assert ours == hf_effective_as_vllm(calls[0]["config"])
+    for defaults, top_k, penalty in (("model", 20, 1.05), ("none", -1, 1.0)):  # inherited, or switched off
+        cfg = GenerationConfig(max_prompt_length=MAX_PROMPT, max_new_tokens=3, sampling_defaults=defaults)
+        _, calls = run_hf(model, cfg, requests()[:1], monkeypatch)
+        ours = sampling_kwargs(cfg, 2, seed=0, stop_ids=stop_token_ids(str(model), load_tokenizer(str(model))),
+                               model_path=str(model))
+        del ours["seed"], ours["skip_special_tokens"]
+        assert ours == hf_effective_as_vllm(calls[0]["config"])
+        assert (ours["top_k"], ours["repetition_penalty"], ours["top_p"]) == (top_k, penalty, 0.9)
 
 
 def test_stop_tokens_without_generation_config_json(tiny, tmp_path):
@@ -221,7 +226,7 @@ def test_engine_kwargs(monkeypatch):
     kw = engine_kwargs(cfg, "/m", "bfloat16", seed=7)
     assert kw == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 7, "tensor_parallel_size": 4,
                   "gpu_memory_utilization": 0.9, "enforce_eager": False, "max_model_len": 1280,
-                  "generation_config": "vllm"}
+                  "generation_config": "vllm", "trust_remote_code": False}
     kw = engine_kwargs(replace(cfg, tensor_parallel_size=2, max_model_len=4096, enforce_eager=True,
                                engine_kwargs={"swap_space": 8}), "/m", "float32", seed=7)
     assert (kw["tensor_parallel_size"], kw["max_model_len"], kw["enforce_eager"], kw["swap_space"]) == (2, 4096,
@@ -256,5 +261,8 @@ def test_vllm_yaml_composes_and_validates():
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = OmegaConf.to_object(compose(config_name="config", overrides=["generation=vllm"]))
-    validate(cfg)
+    validate(cfg, environment=False)  # the values; whether vLLM is installed here is checked apart
     assert cfg.generation.backend == "vllm" and cfg.generation.tensor_parallel_size is None
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ConfigError, match=r"generation.backend is vllm, but the vllm package is not installed"):
+            validate(cfg)

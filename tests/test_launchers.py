@@ -9,10 +9,12 @@ import sys
 from dataclasses import replace
 
 import pytest
+from omegaconf import OmegaConf
 
 from drift_exp.config import Config, LauncherConfig
 from drift_exp.launch import stage_command
 
+from .conftest import ROOT
 from .test_e2e import drift_exp, mtimes, ok
 
 LOCAL = ["launcher=local", "launcher.num_processes=2", "iterations=1", "trainer.warm_start_epochs=1",
@@ -58,7 +60,9 @@ def test_local_launcher_zero3_on_two_cpu_processes(tmp_path, model_cache):
     assert "--num_processes 2" in (it / "train.log").read_text().splitlines()[0]
     train = json.loads((it / "metrics.json").read_text())["train"]
     assert train["world_size"] == 2 and train["deepspeed"]
-    assert (train["micro_batch_size"], train["gradient_accumulation_steps"]) == (2, 1)  # global batch 4 kept
+    # the authors' batch: 4 pairs per device, no accumulation, effective 4 x world size
+    assert (train["per_device_batch_size"], train["gradient_accumulation_steps"], train["effective_batch_size"]) == (
+        4, 1, 8)
     assert train["parameters_held_whole_on_rank0"] == 0  # ZeRO-3: every parameter partitioned
     assert 0 < train["parameter_shard_on_rank0"] < train["parameters"]
     losses = [h["loss"] for h in train["history"]]
@@ -102,3 +106,37 @@ def test_precomputed_reference_under_zero3(tmp_path, model_cache):
         train = json.loads((run_dir / f"iter_{k}" / "metrics.json").read_text())["train"]
         assert train["reference_mode"] == "precomputed" and train["world_size"] == 2
         assert abs(train["history"][0]["loss"] - math.log(2)) < 1e-4
+
+
+# The world-size-8 rehearsal of issue 9: a paper sweep's own job (table3, drift-controlled) on the tiny model,
+# 8 training processes under accelerate + DeepSpeed ZeRO-3 over gloo, the authors' batch (4 x 8 = 32).
+REHEARSAL = ["+sweep=table3", "+cell=drift-controlled", "model=tiny", "data=sample", "generation=hf", "launcher=local",
+             "launcher.num_processes=8", "eval=default", "iterations=1"]
+# Small enough for a few minutes on 2 cores: few records and short generations; everything else is the sweep's.
+REHEARSAL_SMALL = ["setting.max_records=8", "generation.max_new_tokens=16", "eval.max_new_tokens=16", "eval.limit=4",
+                   "trainer.max_length=256", "trainer.warm_start_epochs=1"]
+
+
+@pytest.mark.e2e
+def test_world_size_eight_rehearsal_of_a_sweep_job(tmp_path, model_cache):
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, WANDB_MODE="offline")
+    cmd = [sys.executable, "-m", "drift_exp", f"hydra.run.dir={run_dir}", *REHEARSAL, *REHEARSAL_SMALL]
+    ok(subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800))
+    for k in (0, 1):
+        train = json.loads((run_dir / f"iter_{k}" / "metrics.json").read_text())["train"]
+        assert (train["world_size"], train["per_device_batch_size"], train["gradient_accumulation_steps"],
+                train["effective_batch_size"]) == (8, 4, 1, 32)
+        assert train["deepspeed"] and train["parameters_held_whole_on_rank0"] == 0
+        assert 0 < train["parameter_shard_on_rank0"] < train["parameters"] / 4  # partitioned 8 ways
+        ds = json.loads((run_dir / f"iter_{k}" / "ds_config.json").read_text())
+        assert (ds["train_batch_size"], ds["train_micro_batch_size_per_gpu"]) == (32, 4)
+        assert "--num_processes 8" in (run_dir / f"iter_{k}" / "train.log").read_text().splitlines()[0]
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    # the sweep's own trainer settings (Appendix D), untouched by the rehearsal's overrides
+    assert (cfg.trainer.learning_rate, cfg.trainer.optim, cfg.trainer.beta, cfg.trainer.global_batch_size) == (
+        5.0e-7, "rmsprop", 0.1, None)
+    assert cfg.run.sweep_name == "table3" and cfg.launcher.num_processes == 8
+    gen = json.loads((run_dir / "iter_1" / "generate_stats.json").read_text())
+    assert gen["requests"] == 8 and gen["replicas"] == 1 and gen["output_tokens"] > 0
+    assert json.loads((run_dir / "iter_1" / "metrics.json").read_text())["eval"]["proxy"]["n"] == 4

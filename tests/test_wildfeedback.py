@@ -88,6 +88,7 @@ def test_fixture_stats():
         "source": str(FIXTURE),
         "utterances": 45,
         "conversations": 9,
+        "duplicate_conversations": 0,
         "dsat": 7,
         "sat": 6,
         "seed_pairs": 3,
@@ -163,6 +164,7 @@ def test_sample_counts():
                 "sat_conversations": 35}
     assert _recount(raw) == expected
     assert {k: stats[k] for k in expected} == expected
+    assert stats["duplicate_conversations"] == 0  # the sample has no repeated conversation
     assert stats["skipped"] == {}
     assert stats["utterances"] == len(raw)
     assert "cache" not in stats and "warnings" not in stats and "skipped_rows" not in stats
@@ -195,6 +197,46 @@ def test_sample_records_are_well_formed():
         else:
             assert rec.rejected == agent["Content"]
             assert rec.chosen == conv[rec.meta["utterance"] + 2]["Content"]
+
+
+# --- duplicate conversations (paper §4.1: Table 1 counts unique conversations) --------------------------
+
+DUPLICATES = Path(__file__).parent / "fixtures" / "wildfeedback_duplicates.json"
+
+
+def test_duplicate_conversations_are_dropped_first_copy_kept():
+    """The fixture: c0 (DSAT) and c1 (SAT); c2 = c0 and c7 = c1 exactly; c3 = c1's turns with other flags; c4 = c0
+    with a trailing space in the reply and c8 = c4; c5 = c0's first two turns; c6 = c0's characters cut at
+    another turn boundary. Dropped: c2, c3, c7, c8."""
+    records, stats = load_records(DataConfig(name=SOURCE, source=str(DUPLICATES), format="annotation"))
+    raw = json.loads(DUPLICATES.read_text(encoding="utf-8"))
+    assert _recount(raw) == {"conversations": 9, "dsat": 5, "sat": 2, "seed_pairs": 0, "dsat_conversations": 5,
+                             "sat_conversations": 2}  # what extraction gave before de-duplication
+    assert [r.id for r in records] == ["wf-c0-u1-dsat", "wf-c1-u1-sat", "wf-c4-u1-dsat"]
+    assert records[2].rejected == "5 " and records[0].rejected == "5"
+    assert stats == {
+        "source": str(DUPLICATES), "utterances": 25, "conversations": 5, "duplicate_conversations": 4,
+        "dsat": 2, "sat": 1, "seed_pairs": 0, "dsat_conversations": 2, "sat_conversations": 1, "skipped": {},
+    }
+
+
+def test_a_broken_copy_is_skipped_not_counted_as_duplicate(tmp_path):
+    rows = [row(0, "User", "q"), row(1, "Agent", "a"), row(2, "User", "no", dsat=True),
+            row(0, "User", "q"), row(1, "Bot", "a"), row(2, "User", "no", dsat=True),  # same text, a bad role
+            row(0, "User", "q"), row(1, "Agent", "a"), row(2, "User", "no", sat=True)]  # a valid copy
+    path = _write(tmp_path, rows)
+    records, stats = load_records(DataConfig(name=SOURCE, source=str(path), format="annotation",
+                                             on_invalid=OnInvalid.skip))
+    assert [r.id for r in records] == ["wf-c0-u1-dsat"]
+    assert stats["conversations"] == 2 and stats["duplicate_conversations"] == 1
+    assert stats["skipped"] == {"conversation_with_unknown_role": 1}
+
+
+def test_conversation_key_separates_turns():
+    from drift_exp.data.wildfeedback import conversation_key
+    assert conversation_key(["ab", "c"]) != conversation_key(["a", "bc"])
+    assert conversation_key(["a", ""]) != conversation_key(["a"])
+    assert conversation_key(["\ud83d"]) != conversation_key(["?"])  # a lone surrogate is not its replacement
 
 
 # --- malformed files ------------------------------------------------------------------------------------

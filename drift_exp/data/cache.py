@@ -18,12 +18,16 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from drift_exp.errors import UserError
 from drift_exp.records import FeedbackRecord, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -35,6 +39,53 @@ def cache_root() -> Path:
     """The project's cache folder (tiny models, extracted records): $DRIFT_EXP_CACHE, else ~/.cache/drift_exp.
     Lives here, not beside the model code, so reading data never imports torch."""
     return Path(os.environ.get("DRIFT_EXP_CACHE", Path.home() / ".cache" / "drift_exp")).expanduser()
+
+
+_TEMP = re.compile(r"\.tmp-?(?:(?P<host>.+)-)?(?P<pid>\d+)$")
+FOREIGN_TEMP_AGE_S = 24 * 3600  # another host's temp folder: its writer cannot be asked, so wait a day
+
+
+def temp_path(final: Path) -> Path:
+    """Where `final` is built before its rename: named after this host and process, so a later run can tell
+    whether the writer is gone (remove_dead_temps)."""
+    return final.with_name(f"{final.name}.tmp-{socket.gethostname()}-{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_dead_temps(parent: Path) -> int:
+    """Remove the temp folders that killed writers left in `parent` (this host's whose process is gone,
+    other hosts' after a day); return how many."""
+    removed = 0
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return 0
+    host = socket.gethostname()
+    for entry in entries:
+        m = _TEMP.search(entry.name)
+        if m is None or not entry.is_dir():
+            continue
+        if m.group("host") in (None, host):
+            dead = not _alive(int(m.group("pid")))
+        else:
+            try:
+                dead = time.time() - entry.stat().st_mtime > FOREIGN_TEMP_AGE_S
+            except OSError:
+                continue
+        if dead:
+            log.info("removing %s, left by a writer that was killed", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 def key_of(path: Path, version: int, on_invalid: str, label: str) -> dict[str, Any]:
@@ -98,7 +149,7 @@ def read_records(path: Path) -> list[FeedbackRecord]:
 def store(key: dict[str, Any], records: list[FeedbackRecord], stats: dict[str, Any]) -> bool:
     """Write an entry for `key` (best effort: a full disk only costs the next run a parse)."""
     folder = folder_of(key)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    tmp = temp_path(folder)
     try:
         write_jsonl(tmp / "records.jsonl", (vars(r) for r in records))
         write_json(tmp / "stats.json", {"key": key, "records": len(records), "stats": stats})
@@ -106,7 +157,7 @@ def store(key: dict[str, Any], records: list[FeedbackRecord], stats: dict[str, A
             shutil.rmtree(folder, ignore_errors=True)
         os.rename(tmp, folder)
         _remove_stale(key, folder)
-    except OSError as err:
+    except (OSError, UserError) as err:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (folder / "stats.json").exists():
             log.warning("could not write the record cache %s (%s)", folder, err)
@@ -137,6 +188,7 @@ def cached(path: Path, version: int, on_invalid: str, label: str,
     if Path(path).stat().st_size < MIN_BYTES:
         return read()
     key = key_of(path, version, on_invalid, label)
+    remove_dead_temps(folder_of(key).parent)
     hit = load(key)
     if hit is not None:
         log.info("%s: %d records from the record cache %s", path, len(hit[0]), folder_of(key))

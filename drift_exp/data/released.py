@@ -15,10 +15,15 @@ and counted in stats["skipped"] by reason; stats["skipped_rows"] counts the line
 the next line, so even damage is skippable: invalid_utf8, invalid_json, truncated_line (the last line, cut
 short), not_an_object, missing_field, misspelled_field ("did you mean"), wrong_type, unknown_role (e.g. ShareGPT's
 'human'/'gpt'), bad_prompt (empty, or not ending with a user turn), bad_reply (a list not ending with an
-assistant message). Counted in both modes: empty_reply (a blank chosen/rejected reply is unusable).
-Tolerated, counted in stats["warnings"]: null content (read as ""), duplicate_line (an exact repeat, kept).
-Errors in both modes: an empty file, a Git-LFS pointer (what a clone without `git lfs pull` holds), a folder
-without dsat_data.jsonl, and (skip mode) a file whose every line was skipped.
+assistant message), too_deep (nested 500+ levels), number_too_long (an integer of over 4300 digits),
+duplicate_key (a key twice in one object). Counted in both modes (the judgement is unusable, the file is not
+wrong): empty_reply (a blank chosen/rejected reply), empty_prompt (the prompt's last user turn is only white
+space), empty_feedback (a blank user_preference).
+Tolerated, counted in stats["warnings"]: null content (read as ""), duplicate_line (an exact repeat, kept),
+lone_surrogates_replaced (an escape like \\udc00 without its pair, kept as U+FFFD).
+Errors in both modes: an empty or white-space-only file, a compressed file or UTF-16/32 text (each named), a
+Git-LFS pointer (what a clone without `git lfs pull` holds), a folder without dsat_data.jsonl, and (skip mode) a
+file whose every line was skipped.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import stream
+from drift_exp.data import lines, stream
 from drift_exp.data.sources import local_or_hub
 from drift_exp.data.stream import Invalid, json_type
 from drift_exp.errors import DataError
@@ -42,22 +47,26 @@ log = logging.getLogger(__name__)
 FILES = {"dsat": "dsat_data.jsonl", "sat": "sat_data.jsonl", "seed": "seed-data/train.jsonl"}
 KEYS = ("prompt", "chosen", "rejected", "user_preference")
 ROLES = ("system", "user", "assistant")
+COUNTED = ("empty_reply", "empty_prompt", "empty_feedback")  # unusable judgements: counted in both modes
 ROLE_ALIASES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | Invalid, int]]:
-    """(line number, object or Invalid, hash of the line) for each non-blank line."""
+def _lines(path: Path, repaired: Counter) -> Iterator[tuple[int, dict[str, Any] | Invalid, int]]:
+    """(line number, object or Invalid, hash of the line) for each non-blank line; lone surrogate escapes
+    replaced are counted in `repaired`."""
     size = path.stat().st_size
     with open(path, "rb") as f:
-        f.seek(stream.check_head(path, f.read(4096), size))
-        for lineno, raw in enumerate(f, start=1):
+        f.seek(stream.check_head(path, f.read(4096), size, f))
+        for lineno, raw in lines.read_lines(f):
+            if raw is None:
+                yield lineno, lines.too_long(lineno), 0
+                continue
             if not raw.strip():
                 continue
             try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                yield lineno, Invalid("invalid_utf8", f"expected UTF-8 text, got the byte 0x{raw[err.start]:02x} "
-                                      f"at byte {err.start} of the line"), 0
+                obj, n = lines.parse_line(raw)
+            except Invalid as err:
+                yield lineno, err, 0
                 continue
             except json.JSONDecodeError as err:
                 cut = not raw.endswith(b"\n")
@@ -65,6 +74,8 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any] | Invalid, int]]:
                 yield lineno, Invalid("truncated_line" if cut else "invalid_json", f"expected one JSON object, got "
                                       f"{what}{'; the file ends inside this line (truncated?)' if cut else ''}"), 0
                 continue
+            if n:
+                repaired["lone_surrogates_replaced"] += n
             yield lineno, obj if isinstance(obj, dict) else Invalid(
                 "not_an_object", f"expected one JSON object per line, got {json_type(obj)}"), hash(raw.strip())
 
@@ -126,6 +137,9 @@ def _record(kind: str, name: str, lineno: int, obj: dict, source: str, warnings:
     if not prompt or prompt[-1]["role"] != "user":
         raise Invalid("bad_prompt", "field 'prompt': expected the context to end with the user's turn, got "
                       + (f"a last message from {prompt[-1]['role']!r}" if prompt else "an empty list"))
+    if not prompt[-1]["content"].strip():
+        raise Invalid("empty_prompt", f"field 'prompt[{len(prompt) - 1}].content': expected the user's turn, got "
+                      "only white space")
     rec = FeedbackRecord(id=f"{source}-{kind}-l{lineno}", prompt=prompt,
                          meta={"source": source, "kind": kind, "file": name, "line": lineno})
     if kind in ("dsat", "seed"):
@@ -139,6 +153,9 @@ def _record(kind: str, name: str, lineno: int, obj: dict, source: str, warnings:
                           f"got {json_type(pref)}")
         rec.feedback = _content(_get(pref, "content", "user_preference.content", ()), "user_preference.content",
                                 warnings)
+        if not rec.feedback.strip():
+            raise Invalid("empty_feedback", "field 'user_preference.content': expected the user's follow-up, got "
+                          "only white space")
     return rec
 
 
@@ -158,14 +175,14 @@ def read_released(folder: Path, source: str,
         seen: set[int] = set()
         here: Counter = Counter()
         kept = 0
-        for lineno, obj, digest in _lines(path):
+        for lineno, obj, digest in _lines(path, warnings):
             try:
                 if isinstance(obj, Invalid):
                     raise obj
                 records.append(_record(kind, name, lineno, obj, source, warnings))
                 kept += 1
             except Invalid as err:
-                if not skip_invalid and err.reason != "empty_reply":
+                if not skip_invalid and err.reason not in COUNTED:
                     raise DataError(f"{path}: line {lineno}: {err}; set data.on_invalid=skip to skip such "
                                     "lines") from None
                 here[err.reason] += 1

@@ -10,13 +10,23 @@
 
 data.source: 'sample' (the bundled file), a local .jsonl / .json (array or JSONL) / .parquet file, a local
 folder of split files, or a hub id (read with `datasets`, only when named). Record n (0-based row) has id
-'<data.name>-<n>'; in JSONL files blank lines are not rows.
+'<data.name>-<n>'; in JSONL files blank lines are not rows. A .json array is streamed (drift_exp.data.stream).
+
+Bad input: with data.on_invalid=error a bad row is a DataError naming the file, the row (line N / row N) and the
+field; with skip it is counted in stats["skipped"] by reason. Besides the schema checks below: not_utf8,
+invalid_json, too_deep (nested 500+ levels), number_too_long (over 4300 digits), duplicate_key (a key twice in
+one object), chosen_equals_rejected (the same reply on both sides), and in a .json array the damage the parser
+cannot step over (truncated_file, invalid_json, ...: the rows after it are not read). Kept and counted in
+stats["warnings"]: lone_surrogates_replaced (\\udc00 without its pair, kept as U+FFFD), long_integers_read_as_text
+(a .json array's integers beyond 64 bits). An empty, white-space-only, compressed or UTF-16/32 file is an error
+naming what it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 from collections import Counter
@@ -25,9 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import DataConfig, OnInvalid
+from drift_exp.data import lines, stream
 from drift_exp.data.sources import SAMPLE_DIR, local_or_hub
+from drift_exp.data.stream import Invalid as _Invalid
 from drift_exp.errors import DataError
 from drift_exp.records import FeedbackRecord, Message
+
+log = logging.getLogger(__name__)
 
 SAMPLE_FILES = {"ultrafeedback_binarized": "ultrafeedback_binarized.jsonl",
                 "ultrafeedback_raw": "ultrafeedback_raw.jsonl"}
@@ -36,45 +50,51 @@ RAW_FIELDS = ("source", "instruction", "completions")
 RAW_COUNTS = ("nan_scores", "none_scores", "non_numeric_scores", "empty_responses", "top_score_ties")
 
 
-class _Invalid(Exception):
-    """A malformed row; carries the reason used to count skips."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-
-
 # --- reading rows ---------------------------------------------------------------------------------------
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+def _jsonl_rows(path: Path, repaired: Counter) -> Iterator[tuple[str, Any]]:
     """(label, object or _Invalid) per non-blank line; bad lines are reported, not raised."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        f.seek(stream.check_head(path, f.read(4096), path.stat().st_size, f))
+        for lineno, raw in lines.read_lines(f):
+            label = f"line {lineno}"
+            if raw is None:
+                yield label, lines.too_long(lineno)
+                continue
             if not raw.strip():
                 continue
-            label = f"line {lineno}"
             try:
-                line = raw.decode("utf-8").lstrip("\ufeff")
-            except UnicodeDecodeError as err:
-                yield label, _Invalid("not_utf8", f"not UTF-8 at byte {err.start} of the line ({err.reason})")
+                row, n = lines.parse_line(raw)
+            except _Invalid as err:
+                if err.reason == "invalid_utf8":  # this reader's name for it, kept
+                    err = _Invalid("not_utf8", f"not UTF-8: {err}")
+                yield label, err
                 continue
-            try:
-                yield label, json.loads(line)
             except json.JSONDecodeError as err:
                 yield label, _Invalid("invalid_json", f"not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            if n:
+                repaired["lone_surrogates_replaced"] += n
+            yield label, row
 
 
-def _json_array_rows(path: Path) -> Iterator[tuple[str, Any]]:
+def _json_array_rows(path: Path, repaired: Counter, skip: bool) -> Iterator[tuple[str, Any]]:
+    """Rows of a JSON array file, streamed (memory bounded; see drift_exp.data.stream). Damage the parser cannot
+    step over ends the rows with an _Invalid for the row it hit. With `skip`, bytes that are not UTF-8 are
+    replaced (and counted), as the annotation reader does."""
+    rows = stream.ArrayStream(path, repair_utf8=skip, what="rows")
+    n = 0
     try:
-        rows = json.loads(path.read_bytes().decode("utf-8-sig"))
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 at byte {err.start} ({err.reason})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON at line {err.lineno}, column {err.colno} ({err.msg})") from None
-    if not isinstance(rows, list):
-        raise DataError(f"{path}: expected a JSON array of rows (or JSON Lines), got a {type(rows).__name__}")
-    for i, row in enumerate(rows):
-        yield f"row {i}", row
+        for row in rows:
+            yield f"row {n}", (row[stream.DAMAGED] if isinstance(row, dict) and stream.DAMAGED in row else row)
+            n += 1
+    except stream.StreamDamage as dmg:
+        yield f"row {n}", _Invalid(dmg.reason, f"{dmg.detail} ({dmg.where}); the {dmg.unread} bytes after it were "
+                                   "not read")
+    finally:
+        repaired["lone_surrogates_replaced"] += rows.surrogates
+        repaired["long_integers_read_as_text"] += rows.long_ints
+        repaired["invalid_utf8_replaced"] += rows.replaced
 
 
 def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
@@ -104,30 +124,32 @@ def _datasets_rows(name: str, split: str, revision: str | None) -> Iterator[tupl
         yield f"row {i}", row
 
 
-def _file_rows(path: Path) -> Iterator[tuple[str, Any]]:
+def _file_rows(path: Path, repaired: Counter, skip: bool) -> Iterator[tuple[str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         return _parquet_rows(path)
+    with open(path, "rb") as f:  # compressed, UTF-16, empty...: named before the suffix is looked at
+        stream.check_head(path, f.read(4096), path.stat().st_size, f)
+        f.seek(0)
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n") or stream._first_data(f)
     if suffix == ".json":
-        with open(path, "rb") as f:
-            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
-        return _json_array_rows(path) if head.startswith(b"[") else _jsonl_rows(path)
+        return _json_array_rows(path, repaired, skip) if head.startswith(b"[") else _jsonl_rows(path, repaired)
     if suffix == ".jsonl":
-        return _jsonl_rows(path)
+        return _jsonl_rows(path, repaired)
     raise DataError(f"{path}: expected a .jsonl, .json or .parquet file")
 
 
-def _source(cfg: DataConfig, fmt: str) -> tuple[str, Iterator[tuple[str, Any]]]:
+def _source(cfg: DataConfig, fmt: str, repaired: Counter, skip: bool) -> tuple[str, Iterator[tuple[str, Any]]]:
     """Where the rows come from (for messages and stats) and the rows themselves."""
     if cfg.source == "sample":
         path = SAMPLE_DIR / SAMPLE_FILES[fmt]
-        return str(path), _jsonl_rows(path)
+        return str(path), _jsonl_rows(path, repaired)
     where = local_or_hub(cfg.source)
     if isinstance(where, str):
         return where, _datasets_rows(where, cfg.split, cfg.revision)
     if where.is_dir():
         return str(where), _datasets_rows(str(where), cfg.split, None)
-    return str(where), _file_rows(where)
+    return str(where), _file_rows(where, repaired, skip)
 
 
 # --- checking fields ------------------------------------------------------------------------------------
@@ -182,6 +204,9 @@ def _binarized(row: dict[str, Any], n: int, name: str, seed: int, counts: Counte
     for key, msgs in (("chosen", chosen), ("rejected", rejected)):
         if not msgs[-1]["content"].strip():
             raise _Invalid("empty_reply", f"field '{key}': the assistant reply is empty")
+    if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
+        raise _Invalid("chosen_equals_rejected", f"field 'rejected[{len(rejected) - 1}].content': the same reply "
+                       "as chosen (a pair that prefers a reply to itself teaches nothing)")
     meta = {"source": name, "kind": "pref", "row": n, "prompt_id": prompt_id,
             "score_chosen": _score(row["score_chosen"], "score_chosen"),
             "score_rejected": _score(row["score_rejected"], "score_rejected")}
@@ -232,6 +257,9 @@ def _raw(row: dict[str, Any], n: int, name: str, seed: int, counts: Counter) -> 
     if sum(s == best[1] for _, s in eligible) > 1:
         counts["top_score_ties"] += 1
     worse = random.Random(f"ultrafeedback-{seed}-{n}").choice([e for e in eligible if e[0] != best[0]])
+    if comps[worse[0]]["response"].strip() == comps[best[0]]["response"].strip():
+        raise _Invalid("chosen_equals_rejected", f"field 'completions[{worse[0]}].response': the same text as "
+                       f"completions[{best[0]}] (chosen); a pair that prefers a reply to itself teaches nothing")
 
     def model(i: int) -> str | None:
         return comps[i].get("model") if isinstance(comps[i].get("model"), str) else None
@@ -254,8 +282,9 @@ def load(cfg: DataConfig, fmt: str, seed: int) -> tuple[list[FeedbackRecord], di
     if fmt not in BUILDERS:
         raise DataError(f"data.format={fmt!r} is not an UltraFeedback format ({sorted(BUILDERS)})")
     build = BUILDERS[fmt]
-    where, rows = _source(cfg, fmt)
+    repaired: Counter = Counter()  # kept with a repair (lone surrogates, long integers)
     skip = cfg.on_invalid == OnInvalid.skip
+    where, rows = _source(cfg, fmt, repaired, skip)
     records: list[FeedbackRecord] = []
     skipped: Counter = Counter()
     counts: Counter = Counter()
@@ -280,4 +309,7 @@ def load(cfg: DataConfig, fmt: str, seed: int) -> tuple[list[FeedbackRecord], di
                              "skipped": dict(sorted(skipped.items()))}
     if fmt == "ultrafeedback_raw":
         stats.update({key: counts[key] for key in RAW_COUNTS})
+    if +repaired:
+        stats["warnings"] = dict(sorted((+repaired).items()))
+        log.warning("!!! %s: kept rows with repairs: %s", where, stats["warnings"])
     return records, stats

@@ -4,6 +4,12 @@ The file is one JSON array of flat utterances (1.6 GB for the real one). A conve
 `UtterranceId` restarts at 0; User and Agent rows alternate, User first. The SAT/DSAT flags on a User row
 judge the Agent reply right before it. Field names keep the data set's own spellings.
 
+Duplicates. WildFeedback repeats some conversations (WildChat holds identical chats), and the paper's Table 1
+counts unique ones ("88,920 unique conversations", §4.1). A valid conversation whose turns (roles and contents,
+in order) equal an earlier one's is dropped before extraction: the first copy is kept, whatever the flags of the
+later ones, and stats["duplicate_conversations"] counts the copies dropped. stats["conversations"] counts the
+unique conversations (skipped ones included); record ids keep each conversation's position in the file.
+
 Records produced (paper §4.1, Table 1):
 - dsat: context before the judged reply, rejected = that reply, feedback = the dissatisfied turn
 - sat:  context before the judged reply, chosen = that reply, feedback = the satisfied turn
@@ -25,9 +31,14 @@ A broken first row (no usable UtterranceId 0) cannot be told from a broken row o
 so that conversation is skipped too.
 Tolerated, counted in stats["warnings"], the conversation kept: null Content (read as ""; a null or blank
 judged reply is then skipped as "empty_reply", as before), a TurnId that is not UtterranceId // 2 + 1 or not an
-integer (TurnId is never used), invalid UTF-8 replaced by U+FFFD (skip mode only).
-Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply.
-Whole-file problems are errors in both modes: an empty file, a Git-LFS pointer, a top level that is not an
+integer (TurnId is never used), invalid UTF-8 replaced by U+FFFD (skip mode only), lone_surrogates_replaced (a
+valid-JSON escape like \\udc00 without its pair, kept as U+FFFD in both modes: the text is still there),
+long_integers_read_as_text (an integer beyond 64 bits; a field that must be an integer then fails as wrong_type).
+Rows nested 500 levels or deeper are refused while parsing (too_deep, naming the field), with memory bounded.
+Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply,
+empty_feedback (the judging turn is blank), empty_prompt (the user turn the judged reply answers is blank).
+Whole-file problems are errors in both modes: an empty or white-space-only file, a compressed file or UTF-16/32
+text (each named), a Git-LFS pointer, a top level that is not an
 array, an empty array, and (skip mode) a file where every conversation was skipped.
 Damage the parser cannot step over (a truncated file, invalid JSON syntax, data after the closing ']'; invalid
 UTF-8 in error mode) is an error; with skip, what was read before it is kept, the conversation it cut is dropped
@@ -37,6 +48,7 @@ loud warning says how much of the file was not read.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -58,7 +70,7 @@ KNOWN = (ID, TURN, ROLE, CONTENT, "State", "Preceeding", SAT, "Satisfaction-Just
          "Dissatisfaction-Justificiation")
 ROLE_AT = ("User", "Agent")  # by UtterranceId parity
 ANNOTATION_FILE = "sat_dsat_annotation.json"
-EXTRACTOR_VERSION = 2  # bump whenever the records or stats extracted from a file change (invalidates caches)
+EXTRACTOR_VERSION = 3  # bump whenever the records or stats extracted from a file change (invalidates caches)
 MAX_UTTERANCES = 10_000  # in one conversation; real ones have at most a few hundred
 
 
@@ -74,6 +86,8 @@ def check_row(row: Any, expected: int, warnings: Counter) -> tuple[str, bool, bo
     `extract` inlines the common case (a well-formed unflagged row); this is the full check."""
     if not isinstance(row, dict):
         raise Invalid("not_an_object", f"expected a JSON object (one utterance), got {json_type(row)}")
+    if stream.DAMAGED in row:  # refused while reading (nested too deep)
+        raise row[stream.DAMAGED]
     if expected >= MAX_UTTERANCES:
         raise Invalid("conversation_too_long", f"field '{ID}': expected a restart at 0 within {MAX_UTTERANCES} "
                       "utterances (no real conversation is this long)")
@@ -144,6 +158,9 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
         if not texts[reply].strip():
             skipped["empty_reply"] += 1
             continue
+        if not texts[j].strip() or not texts[reply - 1].strip():  # the feedback, or the turn the reply answers
+            skipped["empty_feedback" if not texts[j].strip() else "empty_prompt"] += 1
+            continue
         if d:
             out.append(record("dsat", reply, rejected=texts[reply], feedback=texts[j]))
             revision = reply + 2  # the agent's next reply, judged by the user turn after it
@@ -154,6 +171,17 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
     return out
 
 
+def conversation_key(contents: list[str]) -> bytes:
+    """A digest of a conversation's turns. Roles follow from the positions (User first, alternating), so the
+    contents in order identify it; each is length-prefixed so that no two different lists share a key."""
+    h = hashlib.blake2b(digest_size=16)
+    for text in contents:
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.digest()
+
+
 class _Tally:
     """Records and counts of the conversations closed so far."""
 
@@ -162,7 +190,8 @@ class _Tally:
         self.records: list[FeedbackRecord] = []
         self.skipped: Counter = Counter()
         self.warnings: Counter = Counter()
-        self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = 0
+        self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = self.duplicates = 0
+        self.seen: set[bytes] = set()  # digests of the valid conversations kept so far (16 bytes each)
         self.damage: dict[str, Any] | None = None
 
     def close(self, n_rows: int, bad: str | None, contents: list[str], flags: list) -> None:
@@ -171,6 +200,11 @@ class _Tally:
             self.skipped[bad if bad == "conversation_cut_short" else f"conversation_with_{bad}"] += 1
             self.skipped_rows += n_rows
             return
+        key = conversation_key(contents)
+        if key in self.seen:
+            self.duplicates += 1
+            return
+        self.seen.add(key)
         self.good += 1
         if flags:
             recs = conversation_records(self.n_conv - 1, contents, flags, self.source, self.skipped)
@@ -198,7 +232,8 @@ class _Tally:
                             f"({dict(sorted(self.skipped.items()))}); is this the annotation file?")
         counts = Counter(r.kind for r in self.records)
         stats: dict[str, Any] = {
-            "source": str(self.path), "utterances": n_rows, "conversations": self.n_conv,
+            "source": str(self.path), "utterances": n_rows, "conversations": self.n_conv - self.duplicates,
+            "duplicate_conversations": self.duplicates,
             "dsat": counts["dsat"], "sat": counts["sat"], "seed_pairs": counts["seed"],
             "dsat_conversations": self.dsat_conv, "sat_conversations": self.sat_conv,
             "skipped": dict(sorted(self.skipped.items())),
@@ -210,9 +245,12 @@ class _Tally:
             log.warning("%s: kept rows with tolerated problems: %s", self.path, stats["warnings"])
         if self.damage:
             stats["damage"] = self.damage
-        if self.n_conv > self.good:
+        if self.n_conv - self.duplicates > self.good:
             log.warning("%s: skipped %d of %d conversations (%d utterances): %s", self.path,
-                        self.n_conv - self.good, self.n_conv, self.skipped_rows, stats["skipped"])
+                        self.n_conv - self.duplicates - self.good, self.n_conv, self.skipped_rows, stats["skipped"])
+        if self.duplicates:
+            log.info("%s: dropped %d duplicate conversations (first copy kept); %d unique", self.path,
+                     self.duplicates, self.n_conv - self.duplicates)
         return stats
 
 
@@ -269,11 +307,9 @@ def extract(rows: Iterable[Any], path: Path | str, source: str,
 def read_annotation(path: Path, source: str, skip_invalid: bool,
                     backend: str | None = None) -> tuple[list[FeedbackRecord], dict[str, Any]]:
     """Stream the file at `path` through `extract` (no cache). `backend`: an ijson backend name (tests)."""
-    rows = stream.ArrayStream(path, repair_utf8=skip_invalid, backend=backend)
+    rows = stream.ArrayStream(path, repair_utf8=skip_invalid, backend=backend, keep=(ID,))
     records, stats = extract(rows, path, source, skip_invalid)
-    if rows.replaced:
-        stats.setdefault("warnings", {})["invalid_utf8_replaced"] = rows.replaced
-        log.warning("!!! %s: replaced %d invalid UTF-8 sequences with U+FFFD", path, rows.replaced)
+    stream.report_repairs(rows, path, stats)
     return records, stats
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from drift_exp.config_fields import NEUTRAL, since
 from drift_exp.errors import ConfigError
 
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
@@ -22,27 +23,29 @@ class JudgeConfig:
     # (conf/eval/full.yaml sets it true and reads base_url from $DRIFT_JUDGE_BASE_URL).
     enabled: bool = False
     # Any OpenAI-compatible server: 'https://api.openai.com/v1', 'http://host:8000/v1', ... POST
-    # <base_url>/chat/completions ('/v1' is appended when base_url has no version segment).
-    base_url: str | None = None
+    # <base_url>/chat/completions ('/v1' is appended when base_url has no version segment). Where the
+    # judge is served, not which judge (judge.model): neutral for resume, like the transport knobs below.
+    # Credentials in it must come from the environment: base_url='${oc.env:VAR}' (drift_exp/credentials.py).
+    base_url: str | None = field(default=None, metadata=NEUTRAL)
     # WildBench v2's WB-Score judge (evaluation/run_score_eval_batch.sh).
     model: str = "gpt-4o-2024-05-13"
     # Environment variable holding the API key (never stored in the config); '' or null: no auth header.
-    api_key_env: str | None = "OPENAI_API_KEY"
+    api_key_env: str | None = field(default="OPENAI_API_KEY", metadata=NEUTRAL)
     # Judge requests in flight at once.
-    max_concurrency: int = 8
+    max_concurrency: int = field(default=8, metadata=NEUTRAL)
     # Retries of one request after a network error, HTTP 429 or 5xx (exponential backoff).
-    max_retries: int = 5
+    max_retries: int = field(default=5, metadata=NEUTRAL)
     # First backoff in seconds; doubled after each failed try (a Retry-After header wins, up to 60 s).
-    backoff_s: float = 2.0
+    backoff_s: float = field(default=2.0, metadata=NEUTRAL)
     # Seconds one HTTP request may take.
-    timeout_s: float = 120.0
+    timeout_s: float = field(default=120.0, metadata=NEUTRAL)
     # WildBench's judge settings: greedy, 1024 tokens, JSON mode.
     temperature: float = 0.0
     max_tokens: int = 1024
     json_mode: bool = True
     # USD per 1k tokens, for the cost shown and logged (gpt-4o-2024-05-13 list prices; 0: not shown).
-    price_in_per_1k: float = 0.005
-    price_out_per_1k: float = 0.015
+    price_in_per_1k: float = field(default=0.005, metadata=NEUTRAL)
+    price_out_per_1k: float = field(default=0.015, metadata=NEUTRAL)
     # WildBench's --max_words_to_eval: cut history/query/output to this many words in the judge
     # prompt (marked '... (truncated)'); -1: never (WildBench's default).
     max_words: int = -1
@@ -62,7 +65,7 @@ class EloConfig:
                               "score.v2/eval=gpt-4o-2024-05-13?ref=d6b8dcaf377d173d031980f97c16e1a82618c03d")
     # Initial ratings: LMSYS Chatbot Arena Elo per model (WildBench's all_stat.json) and its key.
     init_url: str = WILDBENCH_RAW + "/leaderboard/data_dir/all_stat.json"
-    init_key: str = "Arena Elo (hard-en) - latest"
+    init_column: str = "Arena Elo (hard-en) - latest"
     # The settings of WildBench's leaderboard update script (margin=3 tie_margin=2 K=4 dynamic interval=16,
     # 100 rounds; wb_elo.py's own defaults differ): a score gap >= margin is a
     # win, <= tie_margin a tie (in between: no vote); K-factor; shuffled passes over the votes; anchored
@@ -76,19 +79,20 @@ class EloConfig:
     # Seed of the vote shuffles.
     seed: int = 42
     # Where downloads are kept; null: <drift_exp cache root>/wildbench.
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
 class WildBenchConfig:
     # official: WildBench v2's own score template, read at run time from template_url (cached; its
     # sha256 goes into the metrics) | project: this project's paraphrase (a proxy, labelled so in reports).
-    template: str = "official"
+    # Runs recorded before this setting existed were judged with the paraphrase (legacy value).
+    template: str = field(default="official", metadata=since(legacy="project"))
     template_url: str = WILDBENCH_RAW + "/evaluation/eval_template.score.v2.md"
     # A local copy of the template; when set it is used instead of template_url (offline machines).
     template_file: str | None = None
     # Expected sha256 of the template; null: not checked (the checksum is still recorded).
-    template_sha256: str | None = None
+    template_sha256: str | None = field(default=None, metadata=NEUTRAL)
     # WB-Elo against the leaderboard's other models.
     elo: EloConfig = field(default_factory=EloConfig)
 
@@ -127,12 +131,12 @@ class EvalConfig:
     # Its annotator config; AlpacaEval 2's default (GPT-4 Turbo, logprob-weighted, LC win rate).
     alpaca_eval_annotator: str = "weighted_alpaca_eval_gpt4_turbo"
     # Judge response cache (shared by iterations and reruns); null: <run dir>/eval_cache.
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata=NEUTRAL)
     # Evaluate the starting model once, before the warm start (base/ in the run directory: the Base row).
-    base_model: bool = True
+    base_model: bool = field(default=True, metadata=NEUTRAL)
     # Shared cache of base-model evaluations (one per model + eval config, reused by every job of a
     # sweep; guarded by a file lock); null: <drift_exp cache root>/base_eval.
-    base_cache_dir: str | None = None
+    base_cache_dir: str | None = field(default=None, metadata=NEUTRAL)
     # WildBench scoring: the judge template and WB-Elo.
     wildbench: WildBenchConfig = field(default_factory=WildBenchConfig)
 

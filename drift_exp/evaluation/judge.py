@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 from tqdm.auto import tqdm
 
+from drift_exp.credentials import redact_url
 from drift_exp.errors import UserError
 from drift_exp.evaluation.config import JudgeConfig
 
@@ -112,6 +113,7 @@ class JudgeClient:
             raise JudgeError("eval.judge.base_url is not set: name an OpenAI-compatible server")
         self.cfg = cfg
         self.url = endpoint(cfg.base_url)
+        self.shown_url = redact_url(self.url)  # for messages and logs: never a user:password@
         self.cache = DiskCache(cache_dir)
         self.transport = transport
         self.sleep = sleep
@@ -172,7 +174,7 @@ class JudgeClient:
                         why = f"malformed reply ({type(err).__name__}): {resp.text[:200]!r}"
                 elif code in (401, 403, 404):
                     self._abort.set()
-                    raise JudgeError(f"judge at {self.url} answered HTTP {code}: {resp.text[:300]} "
+                    raise JudgeError(f"judge at {self.shown_url} answered HTTP {code}: {resp.text[:300]} "
                                      "(check eval.judge.base_url, eval.judge.model and the API key)")
                 elif code == 429 or code >= 500:
                     why = f"HTTP {code}: {resp.text[:200]}"
@@ -218,7 +220,7 @@ class JudgeClient:
         est_in = sum(estimate_tokens(requests[i].prompt) for i in todo)
         est = (est_in * self.cfg.price_in_per_1k + len(todo) * self.cfg.max_tokens * self.cfg.price_out_per_1k) / 1000
         log.info("%s (%s at %s): %d requests, %d cached, %d to send; estimated cost <= $%.2f (~%d input tokens)",
-                 desc, self.cfg.model, self.url, len(requests), len(requests) - len(todo), len(todo), est, est_in)
+                 desc, self.cfg.model, self.shown_url, len(requests), len(requests) - len(todo), len(todo), est, est_in)
         if todo:
             headers = self._headers()
             limits = httpx.Limits(max_connections=self.cfg.max_concurrency)

@@ -1,34 +1,33 @@
-"""Sampling from the policy. Every backend renders prompts with `render_prompt` and samples with
-the settings of `sampling_settings`, so two backends given the same config sample the same way."""
+"""Sampling from the policy. Every backend renders prompts with `render_prompt` and samples with the
+settings `sampling.effective_sampling` resolves, so two backends given the same config sample the same way."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 from drift_exp.config import GenerationConfig
 from drift_exp.records import Completion, GenRequest
 
 
 class Generator(Protocol):
+    output_tokens: int  # generated tokens of the last call
+
     def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]: ...
+
+    def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
+                       replicas: int) -> dict[int, Completion]:
+        """Replica `replica` of `replicas`: its share of the requests' completions, by request index."""
+        ...
 
 
 def render_prompt(tokenizer, request: GenRequest) -> str:
-    """The exact prompt text: the request's raw text, or its messages through the chat template."""
+    """The exact prompt text: the request's raw text (with BOS where the chat template opens with one), or its
+    messages through the chat template."""
     if request.text is not None:
-        return request.text
+        from drift_exp.methods.prompts import with_bos
+
+        return with_bos(tokenizer, request.text)
     return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
-
-
-def sampling_settings(cfg: GenerationConfig) -> dict[str, Any]:
-    """Backend-neutral sampling settings (vLLM SamplingParams names)."""
-    return {
-        "temperature": cfg.temperature,
-        "top_p": cfg.top_p,
-        "top_k": cfg.top_k,
-        "repetition_penalty": cfg.repetition_penalty,
-        "max_tokens": cfg.max_new_tokens,
-    }
 
 
 def build_generator(cfg: GenerationConfig, model_dtype: str) -> Generator:

@@ -1,4 +1,12 @@
-"""transformers `generate` backend: batched, left-padded, seeded. For CPU runs and tests."""
+"""transformers `generate` backend: batched, left-padded, seeded. For CPU runs and tests.
+
+Replica-invariant sampling: the batches are formed over ALL requests (longest prompt first, in chunks of
+generation.batch_size), and batch b is sampled after `torch.manual_seed(request_seed(seed, b))`. Replica r
+of R generates the batches b with b % R == r, so a batch holds the same requests and draws the same random
+numbers whatever the number of replicas: the completions are byte-identical for 1 or R replicas (on the
+same kind of hardware). Sampling within one batch shares one random stream, so a request's samples depend
+on its batch, never on the replica count.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +14,34 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt
+from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
 from drift_exp.records import Completion, GenRequest
 from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
+
+
+def request_seed(seed: int, index: int) -> int:
+    from drift_exp.generation.vllm import request_seed as derive
+
+    return derive(seed, index)
 
 
 class HFGenerator:
     def __init__(self, cfg: GenerationConfig, model_dtype: str = "auto"):
         self.cfg = cfg
         self.dtype = torch_dtype(model_dtype)
+        self.output_tokens = 0  # generated tokens (up to and including EOS) of the last call
 
     def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]:
+        share = self.generate_share(model_path, requests, seed, 0, 1)
+        return [share[i] for i in range(len(requests))]
+
+    def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
+                       replicas: int) -> dict[int, Completion]:
+        """Completions of this replica's batches, by request index (see the module docstring)."""
         from transformers import GenerationConfig as HFGenerationConfig
 
         tok = load_tokenizer(model_path, padding_side="left")
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        model = load_policy(model_path, self.dtype).to(device).eval()
-        s = sampling_settings(self.cfg)
-        eos = model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
-        gen_cfg = HFGenerationConfig(
-            do_sample=s["temperature"] > 0,
-            temperature=s["temperature"] if s["temperature"] > 0 else None,
-            top_p=s["top_p"] if s["temperature"] > 0 else None,
-            top_k=s["top_k"] if s["top_k"] > 0 else 0,  # 0, not None: None is filled in with 50
-            repetition_penalty=s["repetition_penalty"],
-            max_new_tokens=s["max_tokens"],
-            eos_token_id=sorted(eos_ids),
-            pad_token_id=tok.pad_token_id,
-        )
         # Tokenise every prompt whole, then keep its last max_prompt_length tokens: the end of the
         # prompt (the user turn and the generation cue) is what the reply must follow.
         encoded = []
@@ -43,10 +50,22 @@ class HFGenerator:
             encoded.append((ids[-self.cfg.max_prompt_length:], len(ids) > self.cfg.max_prompt_length))
         # Longest first: less padding per batch, and the memory peak shows up in the first batch.
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))
+        size = self.cfg.batch_size
+        batches = [(b, order[b * size:(b + 1) * size]) for b in range((len(order) + size - 1) // size)]
+        mine = [(b, batch) for b, batch in batches if b % replicas == replica]
+        self.output_tokens = 0
+        if not mine:
+            return {}
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = load_policy(model_path, self.dtype).to(device).eval()
+        eos = model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tok.eos_token_id}
+        # The same resolved settings as the vLLM backend (checkpoint defaults + config), every field explicit.
+        gen_cfg = HFGenerationConfig(**hf_generate_kwargs(effective_sampling(self.cfg, model_path)),
+                                     eos_token_id=sorted(eos_ids), pad_token_id=tok.pad_token_id)
         results: dict[int, Completion] = {}
-        torch.manual_seed(seed)
-        batches = [order[i:i + self.cfg.batch_size] for i in range(0, len(order), self.cfg.batch_size)]
-        for batch in tqdm(batches, desc="generate", unit="batch"):
+        for b, batch in tqdm(mine, desc=f"generate (replica {replica}/{replicas})" if replicas > 1 else "generate",
+                             unit="batch"):
             n = requests[batch[0]].n
             if any(requests[i].n != n for i in batch):
                 raise ValueError("requests in one batch must ask for the same number of samples")
@@ -58,6 +77,7 @@ class HFGenerator:
                 input_ids[row, width - len(ids):] = torch.tensor(ids)
                 mask[row, width - len(ids):] = 1
             gen_cfg.num_return_sequences = n
+            torch.manual_seed(request_seed(seed, b))  # the batch's own seed: independent of the replicas
             with torch.no_grad():
                 out = model.generate(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                                      generation_config=gen_cfg)
@@ -66,10 +86,12 @@ class HFGenerator:
                 texts, finished = [], []
                 for j in range(n):
                     seq = new[row * n + j].tolist()
-                    finished.append(any(t in eos_ids for t in seq))
+                    ends = [k for k, t in enumerate(seq) if t in eos_ids]
+                    finished.append(bool(ends))
+                    self.output_tokens += ends[0] + 1 if ends else len(seq)
                     texts.append(tok.decode(seq, skip_special_tokens=True).strip())
                 results[i] = Completion(record_id=requests[i].record_id, slot=requests[i].slot, outputs=texts,
                                         prompt_tokens=len(encoded[i][0]), truncated_prompt=encoded[i][1],
                                         finished=finished)
         del model
-        return [results[i] for i in range(len(requests))]
+        return results

@@ -6,14 +6,17 @@ HF backend without vLLM installed:
 * `build_inputs`: every prompt rendered with `render_prompt`, tokenised with the model's own tokenizer
   and cut to its last `max_prompt_length` ids, exactly as the HF backend does; vLLM is handed these
   token ids (`TokensPrompt`), never text, so it cannot tokenise or truncate differently.
-* `sampling_kwargs`: `SamplingParams` arguments from `sampling_settings(cfg)`, with the same stop
-  tokens as the HF backend (the model's generation_config EOS ids plus the tokenizer's EOS).
-* `engine_kwargs`: `vllm.LLM` arguments. `generation_config="vllm"` keeps the model's shipped sampling
-  defaults (e.g. Qwen's top_k=20) out, so only the settings of `generation.*` apply.
+* `sampling_kwargs`: `SamplingParams` arguments from `drift_exp.generation.sampling` (the checkpoint's
+  generation_config.json defaults with the config on top, resolved as for the HF backend), with the same
+  stop tokens as the HF backend (the model's generation_config EOS ids plus the tokenizer's EOS).
+* `engine_kwargs`: `vllm.LLM` arguments. `generation_config="vllm"`: the resolved settings are passed
+  explicitly, so vLLM merges nothing of its own.
 
 Seeds: `LLM(seed=seed)`, and every request gets its own seed derived from (seed, request index), so a
-request's samples do not depend on what else is in the batch. The two backends use different random
-generators: the same seed gives samples from the same distribution, not the same samples.
+request's samples do not depend on what else is in the batch, nor on how many replicas share the
+requests (`generate_share`: replica r of R takes the requests i with i % R == r, keeping their index).
+The two backends use different random generators: the same seed gives samples from the same
+distribution, not the same samples.
 
 GPU memory: vLLM holds its weights and KV cache (`gpu_memory_utilization` of each GPU) until the
 process ends; its engine core and tensor-parallel workers are child processes. `generate` shuts the
@@ -32,7 +35,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt
+from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 
 log = logging.getLogger(__name__)
@@ -63,10 +67,13 @@ def stop_token_ids(model_path: str, tokenizer) -> list[int]:
     from transformers import AutoConfig
     from transformers import GenerationConfig as HFGenerationConfig
 
+    from drift_exp.training.models import trust_remote_code
+
     try:
         gen = HFGenerationConfig.from_pretrained(model_path)
     except OSError:  # no generation_config.json: transformers derives it from config.json
-        gen = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path))
+        gen = HFGenerationConfig.from_model_config(AutoConfig.from_pretrained(model_path,
+                                                                              trust_remote_code=trust_remote_code()))
     eos = gen.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     return sorted(i for i in ids if i is not None)
@@ -78,21 +85,18 @@ def request_seed(seed: int, index: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = ()) -> dict[str, Any]:
-    """`vllm.SamplingParams(**kwargs)` for one request: sampling_settings(cfg) plus n, seed and stops.
+def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = (),
+                    model_path: str | None = None) -> dict[str, Any]:
+    """`vllm.SamplingParams(**kwargs)` for one request: the settings `effective_sampling` resolves for the
+    checkpoint at model_path (None: the config's alone, as sampling_defaults=none), plus n, seed and stops.
 
     Greedy (temperature 0) leaves top_p/top_k off, as the HF backend does; repetition_penalty applies
     in both cases (both backends penalise tokens of the prompt and of the output).
     """
-    s = sampling_settings(cfg)
-    sampling = s["temperature"] > 0
+    s = effective_sampling(cfg, model_path) if model_path is not None else resolve(cfg, {})
     return {
         "n": n,
-        "temperature": s["temperature"],
-        "top_p": s["top_p"] if sampling else 1.0,
-        "top_k": s["top_k"] if sampling and s["top_k"] > 0 else -1,
-        "repetition_penalty": s["repetition_penalty"],
-        "max_tokens": s["max_tokens"],
+        **vllm_sampling_kwargs(s),
         "seed": seed,
         "stop_token_ids": list(stop_ids),
         "skip_special_tokens": True,
@@ -105,9 +109,33 @@ def visible_gpus() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
+def default_tensor_parallel(cfg: GenerationConfig, model_path: str) -> int:
+    """generation.tensor_parallel_size null: the smallest legal size for the visible GPUs (layout.py), or
+    every visible GPU when the model's shape is unknown."""
+    from drift_exp.generation.layout import choose_layout
+    from drift_exp.model_shapes import ShapeUnknown, model_shape
+
+    gpus = visible_gpus()
+    if gpus <= 1:
+        return 1
+    try:
+        shape = model_shape(model_path)
+    except ShapeUnknown:
+        return max(1, gpus)
+    return choose_layout(cfg, shape, gpus, gpu_memory_gib()).tensor_parallel
+
+
+def gpu_memory_gib() -> float | None:
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_properties(0).total_memory / 2**30
+
+
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
     """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
-    from drift_exp.training.models import torch_dtype
+    from drift_exp.training.models import torch_dtype, trust_remote_code
 
     tp = getattr(cfg, "tensor_parallel_size", None)
     max_model_len = getattr(cfg, "max_model_len", None)
@@ -118,14 +146,16 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         # vLLM's "auto" (the checkpoint's dtype).
         "dtype": str(torch_dtype(model_dtype)).removeprefix("torch."),
         "seed": seed,
-        "tensor_parallel_size": tp if tp is not None else max(1, visible_gpus()),
+        "tensor_parallel_size": tp if tp is not None else default_tensor_parallel(cfg, model_path),
         "gpu_memory_utilization": getattr(cfg, "gpu_memory_utilization", 0.9),
         "enforce_eager": getattr(cfg, "enforce_eager", False),
         # Every prompt (<= max_prompt_length) plus its reply fits; a smaller KV cache than the model's full
         # context would need. Set generation.max_model_len if the model allows less.
         "max_model_len": max_model_len if max_model_len is not None else cfg.max_prompt_length + cfg.max_new_tokens,
-        # Do not merge the checkpoint's generation_config.json sampling defaults into our settings.
+        # The checkpoint's sampling defaults are already in our explicit SamplingParams (sampling.py);
+        # vLLM adds none of its own.
         "generation_config": "vllm",
+        "trust_remote_code": trust_remote_code(),  # model.trust_remote_code
     }
     kwargs.update(dict(getattr(cfg, "engine_kwargs", None) or {}))
     return kwargs
@@ -162,20 +192,30 @@ class VLLMGenerator:
     def __init__(self, cfg: GenerationConfig, model_dtype: str = "auto"):
         self.cfg = cfg
         self.model_dtype = model_dtype
+        self.output_tokens = 0  # generated tokens of the last call
 
     def generate(self, model_path: str, requests: list[GenRequest], seed: int) -> list[Completion]:
+        share = self.generate_share(model_path, requests, seed, 0, 1)
+        return [share[i] for i in range(len(requests))]
+
+    def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
+                       replicas: int) -> dict[int, Completion]:
+        """Completions of requests i with i % replicas == replica, by request index. Request i is sampled
+        with request_seed(seed, i) whatever the number of replicas."""
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
         from drift_exp.training.models import load_tokenizer
 
-        if not requests:
-            return []
+        self.output_tokens = 0
+        mine = [i for i in range(len(requests)) if i % replicas == replica]
+        if not mine:
+            return {}
         tok = load_tokenizer(model_path, padding_side="left")
-        prompt_ids, truncated = build_inputs(tok, requests, self.cfg)
+        prompt_ids, truncated = build_inputs(tok, [requests[i] for i in mine], self.cfg)
         stops = stop_token_ids(model_path, tok)
-        params = [SamplingParams(**sampling_kwargs(self.cfg, req.n, request_seed(seed, i), stops))
-                  for i, req in enumerate(requests)]
+        params = [SamplingParams(**sampling_kwargs(self.cfg, requests[i].n, request_seed(seed, i), stops, model_path))
+                  for i in mine]
         llm = LLM(**engine_kwargs(self.cfg, model_path, self.model_dtype, seed))
         try:
             outputs = llm.generate([TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids], params, use_tqdm=True)
@@ -184,16 +224,18 @@ class VLLMGenerator:
             del llm
             _release_memory()
         stop_set = set(stops)
-        completions = []
-        for req, ids, cut, out in zip(requests, prompt_ids, truncated, outputs, strict=True):
+        completions: dict[int, Completion] = {}
+        for i, ids, cut, out in zip(mine, prompt_ids, truncated, outputs, strict=True):
+            req = requests[i]
             samples = sorted(out.outputs, key=lambda o: o.index)
             if len(samples) != req.n:
                 raise RuntimeError(f"vLLM returned {len(samples)} samples for {req.record_id}/{req.slot}, "
                                    f"asked for {req.n}")
-            completions.append(Completion(
+            self.output_tokens += sum(len(o.token_ids) for o in samples)
+            completions[i] = Completion(
                 record_id=req.record_id, slot=req.slot,
                 outputs=[o.text.strip() for o in samples],
                 prompt_tokens=len(ids), truncated_prompt=cut,
                 finished=[_finished(o.finish_reason, o.token_ids, stop_set) for o in samples],
-            ))
+            )
         return completions

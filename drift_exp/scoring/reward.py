@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from drift_exp.config import ScorerConfig
 from drift_exp.records import Message
-from drift_exp.training.models import build_tiny
+from drift_exp.training.models import build_tiny, trust_remote_code
 
 
 def question_text(prompt: list[Message]) -> str:
@@ -30,11 +30,13 @@ class RewardScorer:
         self.cfg = cfg
         self.path = str(build_tiny(cfg.tiny, head="reward")) if cfg.path == "tiny" else cfg.path
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        trust = trust_remote_code()  # model.trust_remote_code covers the reward model too
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path, trust_remote_code=trust)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.path).to(self.device).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(self.path, trust_remote_code=trust)
+        self.model = model.to(self.device).eval()
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
 

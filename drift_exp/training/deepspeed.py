@@ -2,11 +2,12 @@
 
 Why concrete values, not ``"auto"``
 ------------------------------------
-The paper's batch is a *global* batch. With ``"auto"``, DeepSpeed's ``train_batch_size`` is whatever
-``per_device_train_batch_size x gradient_accumulation_steps x world size`` happens to be, so moving from 8 to
-16 GPUs silently doubles the batch (alignment-handbook #44; user-needs #9). Here the global batch is fixed by
-``trainer.global_batch_size`` and :func:`drift_exp.training.dpo.derive_batch` splits it into a micro batch and
-gradient accumulation for the given world size; the json then states all three numbers, so:
+The batch is explicit. By default (``trainer.global_batch_size: null``) it follows the authors' alignment-handbook
+YAMLs: ``trainer.micro_batch_size`` (4) pairs per device and no accumulation, so the effective batch is
+4 x world size (32 on their 8-GPU node). ``trainer.global_batch_size`` set pins the effective batch whatever the
+world size (with ``"auto"``, moving from 8 to 16 GPUs would silently double it; alignment-handbook #44,
+user-needs #9). :func:`drift_exp.training.dpo.derive_batch` turns either into a micro batch and gradient
+accumulation for the given world size; the json then states all three numbers, so:
 
 - raw ``deepspeed.runtime.config.DeepSpeedConfig`` validates it (``"auto"`` raises a TypeError there) and
   asserts ``train_batch_size == micro x accumulation x world size`` against the *real* world size at launch;
@@ -41,7 +42,7 @@ DEFAULT_HIDDEN_SIZE = 4096
 
 
 class _TrainerLike(Protocol):
-    global_batch_size: int
+    global_batch_size: int | None
     micro_batch_size: int
     max_grad_norm: float
 
@@ -59,14 +60,15 @@ def zero3_config(trainer_cfg: _TrainerLike, world_size: int, bf16: bool, offload
                  hidden_size: int | None = None, overlap_comm: bool = True) -> dict[str, Any]:
     """A DeepSpeed ZeRO-3 config dict with no "auto" values, for `world_size` data-parallel ranks.
 
-    trainer_cfg: anything with global_batch_size, micro_batch_size and max_grad_norm (TrainerConfig).
+    trainer_cfg: anything with global_batch_size, micro_batch_size and max_grad_norm (TrainerConfig);
+        global_batch_size None = micro_batch_size per device, accumulation 1 (the authors' semantics).
     bf16: must equal the DPOConfig's bf16 (DeepSpeed keeps bf16 weights + fp32 master weights; False = fp32).
     offload: None (everything on the GPUs), "optimizer" (fp32 master weights + optimizer state in CPU RAM) or
         "all" (parameters too). With a client optimizer such as torch RMSprop, offloading runs its step on the
         CPU; ``zero_force_ds_cpu_optimizer`` is turned off so DeepSpeed accepts it (slow but correct).
     hidden_size: the model's hidden size, for the bucket sizes (default: those of h=4096).
     overlap_comm: overlap the gradient reduce-scatter with the backward pass (uses 2 reduce buckets).
-    Raises ConfigError naming trainer.global_batch_size when the world size does not divide it.
+    Raises ConfigError naming trainer.global_batch_size when it is set and the world size does not divide it.
     """
     from drift_exp.training.dpo import derive_batch
 
@@ -108,7 +110,7 @@ def zero3_config(trainer_cfg: _TrainerLike, world_size: int, bf16: bool, offload
     }
     if offload is not None:
         config["zero_force_ds_cpu_optimizer"] = False
-    assert config["train_batch_size"] == global_batch  # derive_batch's contract
+    assert global_batch is None or config["train_batch_size"] == global_batch  # derive_batch's contract
     return config
 
 
@@ -211,7 +213,8 @@ def main(argv: list[str] | None = None) -> None:
                                 description="Print or write the concrete ZeRO-3 config the DPO stage uses.")
     p.add_argument("--world-size", type=int, help="total training processes (nodes x GPUs)")
     p.add_argument("--memory-plan", action="store_true", help="print launchers/MEMORY.md's estimate table")
-    p.add_argument("--global-batch", type=int, default=defaults.global_batch_size)
+    p.add_argument("--global-batch", type=int, default=defaults.global_batch_size,
+                   help="pin the effective batch; default: --micro-batch per device, no accumulation")
     p.add_argument("--micro-batch", type=int, default=defaults.micro_batch_size)
     p.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm)
     p.add_argument("--no-bf16", action="store_true", help="fp32 (CPU runs); default bf16")

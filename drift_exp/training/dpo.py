@@ -13,25 +13,44 @@ from typing import Any
 
 import torch
 
-from drift_exp.config import RefMode, RefModeKind, TrainerConfig
+from drift_exp.config import RefMode, RefModeKind, TrainerConfig, Truncation
 from drift_exp.errors import ConfigError, UserError
 from drift_exp.records import PreferencePair
 from drift_exp.training.models import load_policy, load_tokenizer
+from drift_exp.training.truncation import prompt_limit, with_authors_truncation
 
 log = logging.getLogger(__name__)
 
 
-def derive_batch(global_batch: int, micro_batch: int, world_size: int) -> tuple[int, int]:
-    """(per-device batch, gradient accumulation) so that per-device x accumulation x world = global."""
+def derive_batch(global_batch: int | None, micro_batch: int, world_size: int) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation) for `world_size` data-parallel ranks.
+
+    global_batch None (the default): the authors' semantics, `micro_batch` pairs per device and no
+    accumulation, so the effective batch is micro_batch x world size (4 x 8 = 32 on their node).
+    global_batch set: per-device x accumulation x world = global_batch whatever the world size, with the
+    largest per-device batch <= micro_batch that divides the per-rank share.
+    """
+    if global_batch is None:
+        return micro_batch, 1
     if global_batch % world_size:
         raise ConfigError(f"trainer.global_batch_size={global_batch} is not divisible by the world size "
-                          f"{world_size}; choose a multiple of {world_size} (the authors' YAMLs, 4 per device on "
-                          "8 GPUs, amount to 32), or train on fewer processes (launcher.num_processes)")
+                          f"{world_size}; choose a multiple of {world_size}, set trainer.global_batch_size=null "
+                          f"(the authors' semantics: trainer.micro_batch_size pairs per device, 4 x {world_size} = "
+                          f"{4 * world_size} on {world_size} GPUs), or train on fewer processes "
+                          "(launcher.num_processes)")
     per_rank = global_batch // world_size
     micro = min(micro_batch, per_rank)
     while per_rank % micro:  # the largest micro batch <= micro_batch that divides the per-rank batch
         micro -= 1
     return micro, per_rank // micro
+
+
+def batch_stats(cfg: TrainerConfig, world_size: int) -> dict[str, Any]:
+    """The batch arithmetic of a stage, as metrics.json and W&B record it."""
+    micro, accum = derive_batch(cfg.global_batch_size, cfg.micro_batch_size, world_size)
+    return {"per_device_batch_size": micro, "gradient_accumulation_steps": accum, "world_size": world_size,
+            "effective_batch_size": micro * accum * world_size,
+            "batch_semantics": "authors (per device)" if cfg.global_batch_size is None else "pinned global"}
 
 
 def loss_settings(cfg: TrainerConfig) -> dict[str, Any]:
@@ -87,6 +106,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     from trl import DPOConfig
 
     from drift_exp.training.diagnostics import SignalDPOTrainer
+    from drift_exp.training.guards import NonFiniteGuard  # NaN/inf loss or weights: the stage fails
 
     cuda = torch.cuda.is_available()
     if deepspeed_config is not None:
@@ -107,6 +127,8 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     else:
         extra = {"use_cpu": not cuda}
     precompute = precompute_reference(cfg)
+    authors = cfg.truncation == Truncation.authors
+    max_prompt = prompt_limit(cfg) if authors else None
     args = DPOConfig(
         output_dir=str(out_dir.parent / f".trainer-{out_dir.name}"),
         run_name=run_name,
@@ -145,10 +167,20 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
             shutil.rmtree(data_dir, ignore_errors=True)
             Dataset.from_list([p.to_trl() for p in pairs]).save_to_disk(str(data_dir))
         dataset = load_from_disk(str(data_dir))
-    # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics.
-    trainer = SignalDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                               processing_class=tok, callbacks=[_KillAt(stage).callback], signal_tau=cfg.signal_tau)
+    # TRL's DPOTrainer, plus a capture of each pair's implicit margin s for the §5 diagnostics, plus (authors)
+    # the authors' truncation of TRL's tokenized pairs.
+    trainer_cls = (with_authors_truncation(SignalDPOTrainer, cfg.max_length, max_prompt) if authors
+                   else SignalDPOTrainer)
+    trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                          processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
+                          signal_tau=cfg.signal_tau)
     used = len(trainer.train_dataset)
+    truncated = dict(trainer.truncation_counts) if authors else {}
+    if authors and used != len(pairs):
+        raise RuntimeError(f"{stage}: {len(pairs) - used} pairs lost with trainer.truncation=authors, which drops none")
+    if truncated.get("truncated_prompts") or truncated.get("truncated_completions"):
+        log.info("%s: cut %d prompts to their last %d tokens and %d completions to fit trainer.max_length=%d",
+                 stage, truncated["truncated_prompts"], max_prompt, truncated["truncated_completions"], cfg.max_length)
     if used < len(pairs):  # TRL drops pairs whose prompt alone fills max_length; say so, never silently
         log.warning("%s: %d of %d pairs dropped by TRL: the prompt alone exceeds trainer.max_length=%d",
                     stage, len(pairs) - used, len(pairs), cfg.max_length)
@@ -180,10 +212,12 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
         "steps": trainer.state.global_step,
         "examples": used,
         "dropped_too_long": len(pairs) - used,
+        "truncation": str(cfg.truncation),
+        "max_prompt_length": max_prompt,  # the prompt tokens kept (truncation=authors); null with trl
+        **truncated,  # truncated_prompts, truncated_chosen, truncated_rejected, truncated_completions (authors)
         "epochs": epochs,
         "micro_batch_size": micro,
-        "gradient_accumulation_steps": accum,
-        "world_size": world_size,
+        **batch_stats(cfg, world_size),
         "deepspeed": deepspeed_config is not None,
         "parameters": full,
         "parameters_held_whole_on_rank0": local,  # 0 under ZeRO-3: every parameter is partitioned

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from drift_exp.config import ModelConfig, TinyModelConfig
-from drift_exp.data.cache import cache_root  # the one cache folder; defined there so data loading skips torch
+from drift_exp.data.cache import cache_root, remove_dead_temps, temp_path  # defined there: data loading skips torch
 
 # ChatML, the format of Qwen2.5's template without its tool-calling branches.
 CHATML = (
@@ -32,6 +32,7 @@ def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm")
 
     key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
     folder = (root or cache_root()) / f"tiny-qwen2-{'' if head == 'lm' else head + '-'}{key}"
+    remove_dead_temps(folder.parent)  # a build killed half way
     if (folder / "config.json").exists():
         return folder
     vocab = {"<|endoftext|>": 0, "<|im_start|>": 1, "<|im_end|>": 2}
@@ -54,7 +55,7 @@ def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm")
         model.generation_config.pad_token_id = 0
     else:
         model = Qwen2ForSequenceClassification(config)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    tmp = temp_path(folder)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
@@ -78,16 +79,31 @@ def torch_dtype(name: str) -> torch.dtype:
     return getattr(torch, name)
 
 
-def load_tokenizer(path: str, padding_side: str = "left"):
+_trust_remote_code = False  # model.trust_remote_code of this process's config (set_trust_remote_code)
+
+
+def set_trust_remote_code(flag: bool) -> None:
+    """Apply model.trust_remote_code to every later load in this process (the pipeline and each worker
+    set it from their config, so loads deep inside generation, scoring and evaluation honour it)."""
+    global _trust_remote_code
+    _trust_remote_code = bool(flag)
+
+
+def trust_remote_code(override: bool | None = None) -> bool:
+    """The flag a load passes to transformers / vLLM: `override`, else the configured one (off by default)."""
+    return _trust_remote_code if override is None else override
+
+
+def load_tokenizer(path: str, padding_side: str = "left", trust: bool | None = None):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(path, padding_side=padding_side)
+    tok = AutoTokenizer.from_pretrained(path, padding_side=padding_side, trust_remote_code=trust_remote_code(trust))
     if tok.pad_token is None:  # as gen-drift.py does
         tok.pad_token = tok.eos_token
     return tok
 
 
-def load_policy(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
+def load_policy(path: str, dtype: torch.dtype, trust: bool | None = None):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code(trust))
