@@ -44,9 +44,10 @@ def test_the_key_follows_what_changes_the_numbers_only():
     same = key(cfg)
     # The jobs of a sweep differ in method, data, setting and trainer: they share the base evaluation.
     assert key(load(["method=spin", "setting=full", "data=uf_sample", "trainer.beta=0.5"])) == same
-    # Plumbing: where caches live, judge concurrency and prices, batching.
+    # Plumbing: where caches live, judge concurrency and prices, parallelism.
     for path, value in (("eval.cache_dir", "/x"), ("eval.base_cache_dir", "/y"), ("eval.judge.max_concurrency", 2),
-                        ("eval.judge.price_in_per_1k", 1.0), ("generation.batch_size", 3), ("eval.batch_size", 2)):
+                        ("eval.judge.price_in_per_1k", 1.0), ("generation.tensor_parallel_size", 2),
+                        ("eval.wildbench.elo.cache_dir", "/z")):
         assert key(changed(cfg, path, value)) == same, path
     # Greedy eval decoding: the seed does not matter; sampled, it does.
     assert key(changed(cfg, "seed", 7)) == same
@@ -55,7 +56,7 @@ def test_the_key_follows_what_changes_the_numbers_only():
     for path, value in (("eval.max_new_tokens", 17), ("eval.benchmarks", ["proxy", "wildbench"]),
                         ("model.dtype", "bfloat16"), ("model.tiny.init_seed", 3), ("generation.backend", "vllm"),
                         ("scorer.max_length", 128), ("eval.wildbench.template", "project"),
-                        ("eval.judge.model", "other")):
+                        ("eval.judge.model", "other"), ("eval.batch_size", 2)):
         assert key(changed(cfg, path, value)) != same, path
 
 

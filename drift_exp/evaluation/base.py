@@ -9,7 +9,8 @@ and only evaluations that finished (no failed judge call) are stored.
 The key covers what changes the numbers: the model (path, dtype, tiny-model shape, the files of a
 local folder), the eval config minus its plumbing (cache folders, judge concurrency/retries/prices),
 the generation settings the evaluation decodes with, the seed when eval decoding samples, and the
-reward model of the proxy.
+reward model of the proxy: the result-affecting fields of drift_exp.config_fields (batch sizes count:
+generation seeds each batch).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -34,39 +34,21 @@ log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when what a base evaluation writes changes
 FOLDER = "base"
-# eval.* fields that change where or how fast things run, not the numbers.
-PLUMBING = ("cache_dir", "base_model", "base_cache_dir", "batch_size")
-JUDGE_PLUMBING = ("base_url", "api_key_env", "max_concurrency", "max_retries", "backoff_s", "timeout_s",
-                  "price_in_per_1k", "price_out_per_1k")
-ELO_PLUMBING = ("cache_dir",)
-# Generation settings that only place the work (batching, parallelism, memory).
-GEN_PLUMBING = ("batch_size", "tensor_parallel_size", "gpu_memory_utilization", "enforce_eager")
 
 
 def eval_identity(cfg: Any) -> dict[str, Any]:
-    """What makes the base evaluation's numbers (cfg: drift_exp.config.Config), for the cache key."""
-    from drift_exp.config import scorer_path
+    """What makes the base evaluation's numbers (cfg: drift_exp.config.Config), for the cache key: the
+    result-affecting fields (drift_exp.config_fields) of the model, eval config, eval decoding and scorer."""
+    from drift_exp.config import result_fields, scorer_path
     from drift_exp.evaluation.stage import eval_generation_config, policy_fingerprint
     from drift_exp.training.models import base_model_path
 
-    ev = asdict(cfg.eval)
-    for name in PLUMBING:
-        ev.pop(name, None)
-    for name in JUDGE_PLUMBING:
-        ev["judge"].pop(name, None)
-    for name in ELO_PLUMBING:
-        ev["wildbench"]["elo"].pop(name, None)
-    gen = asdict(eval_generation_config(cfg.eval, cfg.generation))
-    for name in GEN_PLUMBING:
-        gen.pop(name, None)
-    model = {"path": cfg.model.path, "dtype": cfg.model.dtype, "trust_remote_code": cfg.model.trust_remote_code}
-    if cfg.model.path == "tiny":
-        model["tiny"] = asdict(cfg.model.tiny)
-    else:
+    ev = result_fields(cfg.eval)
+    gen = result_fields(eval_generation_config(cfg.eval, cfg.generation))
+    model = result_fields(cfg.model)
+    if cfg.model.path != "tiny":  # the tiny model is built from its config; a folder is known by its files
         model["files"] = policy_fingerprint(base_model_path(cfg.model))
-    scorer = {**asdict(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
-    if scorer is not None:
-        scorer.pop("batch_size", None)
+    scorer = {**result_fields(cfg.scorer), "path": scorer_path(cfg)} if "proxy" in cfg.eval.benchmarks else None
     return {"version": VERSION, "model": model, "eval": ev, "generation": gen, "scorer": scorer,
             "seed": cfg.seed if cfg.eval.temperature > 0 else None}
 

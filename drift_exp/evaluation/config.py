@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from drift_exp.config_fields import NEUTRAL
+from drift_exp.config_fields import NEUTRAL, since
 from drift_exp.errors import ConfigError
 
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
@@ -65,7 +65,7 @@ class EloConfig:
                               "score.v2/eval=gpt-4o-2024-05-13?ref=d6b8dcaf377d173d031980f97c16e1a82618c03d")
     # Initial ratings: LMSYS Chatbot Arena Elo per model (WildBench's all_stat.json) and its key.
     init_url: str = WILDBENCH_RAW + "/leaderboard/data_dir/all_stat.json"
-    init_field: str = "Arena Elo (hard-en) - latest"
+    init_column: str = "Arena Elo (hard-en) - latest"
     # The settings of WildBench's leaderboard update script (margin=3 tie_margin=2 K=4 dynamic interval=16,
     # 100 rounds; wb_elo.py's own defaults differ): a score gap >= margin is a
     # win, <= tie_margin a tie (in between: no vote); K-factor; shuffled passes over the votes; anchored
@@ -79,19 +79,20 @@ class EloConfig:
     # Seed of the vote shuffles.
     seed: int = 42
     # Where downloads are kept; null: <drift_exp cache root>/wildbench.
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
 class WildBenchConfig:
     # official: WildBench v2's own score template, read at run time from template_url (cached; its
     # sha256 goes into the metrics) | project: this project's paraphrase (a proxy, labelled so in reports).
-    template: str = "official"
+    # Runs recorded before this setting existed were judged with the paraphrase (legacy value).
+    template: str = field(default="official", metadata=since(legacy="project"))
     template_url: str = WILDBENCH_RAW + "/evaluation/eval_template.score.v2.md"
     # A local copy of the template; when set it is used instead of template_url (offline machines).
     template_file: str | None = None
     # Expected sha256 of the template; null: not checked (the checksum is still recorded).
-    template_sha256: str | None = None
+    template_sha256: str | None = field(default=None, metadata=NEUTRAL)
     # WB-Elo against the leaderboard's other models.
     elo: EloConfig = field(default_factory=EloConfig)
 

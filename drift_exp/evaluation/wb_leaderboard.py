@@ -82,16 +82,16 @@ def load_leaderboard(cfg: EloConfig) -> Leaderboard:
         raise DataError(f"{got.source}: expected a JSON object of models, got {type(table).__name__}")
     init = {}
     for name, stats in table.items():
-        value = stats.get(cfg.init_field, "-") if isinstance(stats, dict) else "-"
+        value = stats.get(cfg.init_column, "-") if isinstance(stats, dict) else "-"
         if value not in ("-", None, ""):
             try:
                 init[model_name(name)] = float(value)
             except (TypeError, ValueError):
-                raise DataError(f"{got.source}: model {name!r}: field {cfg.init_field!r} is not a number: "
+                raise DataError(f"{got.source}: model {name!r}: field {cfg.init_column!r} is not a number: "
                                 f"{value!r}") from None
     provenance = {"results_url": cfg.results_url, "models": len(scores),
                   "results_sha256": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),
-                  "init_url": cfg.init_url, "init_field": cfg.init_field, "init_sha256": got.sha256,
+                  "init_url": cfg.init_url, "init_column": cfg.init_column, "init_sha256": got.sha256,
                   "anchored": sum(m in init for m in scores), "unscored_rows": unscored}
     log.info("WB-Elo leaderboard: %d models (%d with an Arena Elo), %d unscored rows skipped", len(scores),
              provenance["anchored"], unscored)
