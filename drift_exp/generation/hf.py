@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt, reply_text, sampling_settings
 from drift_exp.records import Completion, GenRequest
 from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
 
@@ -66,8 +66,10 @@ class HFGenerator:
                 texts, finished = [], []
                 for j in range(n):
                     seq = new[row * n + j].tolist()
-                    finished.append(any(t in eos_ids for t in seq))
-                    texts.append(tok.decode(seq, skip_special_tokens=True).strip())
+                    text, ended = reply_text(tok.decode(seq, skip_special_tokens=True), requests[i].text is not None,
+                                             any(t in eos_ids for t in seq))
+                    finished.append(ended)
+                    texts.append(text)
                 results[i] = Completion(record_id=requests[i].record_id, slot=requests[i].slot, outputs=texts,
                                         prompt_tokens=len(encoded[i][0]), truncated_prompt=encoded[i][1],
                                         finished=finished)

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, sampling_settings
+from drift_exp.generation import render_prompt, reply_text, sampling_settings
 from drift_exp.records import Completion, GenRequest
 
 log = logging.getLogger(__name__)
@@ -190,10 +190,12 @@ class VLLMGenerator:
             if len(samples) != req.n:
                 raise RuntimeError(f"vLLM returned {len(samples)} samples for {req.record_id}/{req.slot}, "
                                    f"asked for {req.n}")
+            replies = [reply_text(o.text, req.text is not None, _finished(o.finish_reason, o.token_ids, stop_set))
+                       for o in samples]
             completions.append(Completion(
                 record_id=req.record_id, slot=req.slot,
-                outputs=[o.text.strip() for o in samples],
+                outputs=[text for text, _ in replies],
                 prompt_tokens=len(ids), truncated_prompt=cut,
-                finished=[_finished(o.finish_reason, o.token_ids, stop_set) for o in samples],
+                finished=[ended for _, ended in replies],
             ))
         return completions
