@@ -81,7 +81,7 @@ def base_model_path(cfg: ModelConfig) -> str:
 
 
 # Bump when the conversion below changes what it writes: old cache entries are then not reused.
-GGUF_CONVERSION = 1
+GGUF_CONVERSION = 2
 _digests: dict[tuple[str, int, int], str] = {}
 
 
@@ -133,7 +133,22 @@ def gguf_checkpoint(file: Path, root: Path | None = None) -> Path:
 
 
 def fix_special_tokens(tok, model) -> None:
-    """Make the converted tokenizer and model agree on EOS / pad (see the notes in README)."""
+    """Settings the GGUF metadata leaves out, fixed before the checkpoint is saved.
+
+    model_max_length: GGUF carries none (transformers leaves 1e30), so truncation=True would never cut;
+    the model's context length is the real limit. pad: the GGUF tokenizer pads with EOS, as the hub
+    checkpoint does; kept when set, EOS when missing, and written into the model's configs so
+    generation and TRL pad with the same id.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and (tok.model_max_length is None or tok.model_max_length > limit):
+        tok.model_max_length = int(limit)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    if model.generation_config.eos_token_id is None:
+        model.generation_config.eos_token_id = tok.eos_token_id
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -157,4 +172,3 @@ def load_policy(path: str, dtype: torch.dtype, trust_remote_code: bool = False):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    pass
