@@ -23,6 +23,7 @@ from omegaconf import MISSING
 from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
+from drift_exp.packaged import gguf_file_of
 
 
 class PromptFormat(StrEnum):
@@ -120,7 +121,8 @@ class TinyModelConfig:
 class ModelConfig:
     # Label used in the run directory name.
     name: str = MISSING
-    # Hub id or local folder; the special value 'tiny' builds the tiny model below (no download).
+    # Hub id, local folder, a .gguf file, or pkg:<module>/<file> (a GGUF inside an installed pip
+    # package); the special value 'tiny' builds the tiny model below (no download).
     path: str = MISSING
     # auto: bf16 on GPUs that support it, fp32 otherwise | float32 | bfloat16 | float16.
     dtype: str = "auto"
@@ -128,6 +130,9 @@ class ModelConfig:
     # architectures transformers ships. Changes what may run, not the results: neutral.
     trust_remote_code: bool = field(default=False, metadata=NEUTRAL)
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    # With model.path a folder: the .gguf file in it to load (dequantised once into the cache folder).
+    # A path ending in .gguf, or pkg:<module>/<file> (a file inside an installed pip package), needs none.
+    gguf_file: str | None = None
 
 
 @dataclass
@@ -227,7 +232,7 @@ class GenerationConfig:
 class ScorerConfig:
     # Reward model ranking IterDPO's samples (and the evaluation proxy): a hub id or local folder;
     # 'tiny' builds a random Qwen2 classifier locally (CPU, tests); 'auto' is 'tiny' with the tiny
-    # policy and OpenAssistant/reward-model-deberta-v3-large-v2 (the paper's) otherwise.
+    # policy or a pkg: policy (model=smollm2), OpenAssistant/reward-model-deberta-v3-large-v2 (the paper's) otherwise.
     path: str = "auto"
     # Pairs scored at once; each score depends only on its own pair (padding is masked): neutral.
     batch_size: int = field(default=16, metadata=NEUTRAL)
@@ -305,7 +310,10 @@ def scorer_path(cfg: Config) -> str:
     """scorer.path with 'auto' resolved."""
     if cfg.scorer.path != "auto":
         return cfg.scorer.path
-    return "tiny" if cfg.model.path == "tiny" else DEFAULT_REWARD_MODEL
+    # A model shipped in a pip package (model=smollm2) is a CPU run without the hub: the DeBERTa reward
+    # model cannot be had there, so it gets the tiny one too (its scores are noise, said in the README).
+    cpu_stand_in = cfg.model.path == "tiny" or cfg.model.path.startswith("pkg:")
+    return "tiny" if cpu_stand_in else DEFAULT_REWARD_MODEL
 
 
 def resume_rule(path: str) -> tuple[bool, Any]:
@@ -426,6 +434,7 @@ def validate(cfg: Config, environment: bool = True) -> None:
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
+    gguf_file_of(cfg.model.path, cfg.model.gguf_file)  # a GGUF / packaged model: the file and the gguf package
     validate_eval(cfg.eval)
     if environment:
         check_local_paths(cfg)

@@ -30,6 +30,7 @@ from drift_exp.evaluation.base import base_eval_stage, base_stats
 from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
+from drift_exp.preview import write_preview
 from drift_exp.provenance import data_identity, save_hydra_record
 from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl, write_text
 from drift_exp.stages import RunDir, Stage, read_markers
@@ -272,6 +273,7 @@ def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[Feedb
     if not pairs:
         raise UserError(f"{st.folder}: iteration {k} built no preference pairs ({dict(method.stats)})")
     write_jsonl(st.folder / "pairs.jsonl", pairs)
+    write_preview(st.folder, pairs, k, cfg.method.name, tracker.run)  # pairs_preview.md + W&B table
     st.finish(dict(method.stats))
     tracker.log("stage/pairs", st.stats)
 

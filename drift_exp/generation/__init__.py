@@ -3,6 +3,7 @@ settings `sampling.effective_sampling` resolves, so two backends given the same 
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from drift_exp.config import GenerationConfig
@@ -28,6 +29,29 @@ def render_prompt(tokenizer, request: GenRequest) -> str:
 
         return with_bos(tokenizer, request.text)
     return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+
+
+# The speaker labels of the plain prompt format (methods/prompts.py). A small model prompted with
+# "...User: ...\nAssistant: " often writes the next "User:" turn itself instead of stopping: the reply
+# ends where a line starts with a label. A sample cut at max_new_tokens may end on part of one ("\nAss").
+_LABELS = ("User:", "Assistant:", "System:")
+_TURN = re.compile(r"(?:^|\n)(?:User|Assistant|System):")
+_PARTIAL = re.compile(r"\n(?:" + "|".join(re.escape(lab[:i]) for lab in _LABELS for i in range(1, len(lab)))
+                      + r")$")
+
+
+def reply_text(text: str, plain: bool, finished: bool) -> tuple[str, bool]:
+    """A decoded sample -> (the reply, whether it ended). Plain-format samples end at a new turn's label;
+    an unfinished sample loses a trailing U+FFFD (a multi-byte character cut by max_new_tokens)."""
+    if plain:
+        m = _TURN.search(text)
+        if m is not None:
+            text, finished = text[:m.start()], True
+        elif not finished:
+            text = _PARTIAL.sub("", text)
+    if not finished:
+        text = text.rstrip("\ufffd")
+    return text.strip(), finished
 
 
 def build_generator(cfg: GenerationConfig, model_dtype: str) -> Generator:

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt
+from drift_exp.generation import render_prompt, reply_text
 from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
 from drift_exp.records import Completion, GenRequest
 from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
@@ -87,9 +87,11 @@ class HFGenerator:
                 for j in range(n):
                     seq = new[row * n + j].tolist()
                     ends = [k for k, t in enumerate(seq) if t in eos_ids]
-                    finished.append(bool(ends))
                     self.output_tokens += ends[0] + 1 if ends else len(seq)
-                    texts.append(tok.decode(seq, skip_special_tokens=True).strip())
+                    text, ended = reply_text(tok.decode(seq, skip_special_tokens=True), requests[i].text is not None,
+                                             bool(ends))
+                    finished.append(ended)
+                    texts.append(text)
                 results[i] = Completion(record_id=requests[i].record_id, slot=requests[i].slot, outputs=texts,
                                         prompt_tokens=len(encoded[i][0]), truncated_prompt=encoded[i][1],
                                         finished=finished)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt
+from drift_exp.generation import render_prompt, reply_text
 from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 
@@ -232,10 +232,12 @@ class VLLMGenerator:
                 raise RuntimeError(f"vLLM returned {len(samples)} samples for {req.record_id}/{req.slot}, "
                                    f"asked for {req.n}")
             self.output_tokens += sum(len(o.token_ids) for o in samples)
+            replies = [reply_text(o.text, req.text is not None, _finished(o.finish_reason, o.token_ids, stop_set))
+                       for o in samples]
             completions[i] = Completion(
                 record_id=req.record_id, slot=req.slot,
-                outputs=[o.text.strip() for o in samples],
+                outputs=[text for text, _ in replies],
                 prompt_tokens=len(ids), truncated_prompt=cut,
-                finished=[_finished(o.finish_reason, o.token_ids, stop_set) for o in samples],
+                finished=[ended for _, ended in replies],
             )
         return completions

@@ -1,11 +1,14 @@
-"""Load policies and tokenizers; build the tiny Qwen2 model that stands in for a real one on CPU."""
+"""Load policies and tokenizers; build the tiny Qwen2 model that stands in for a real one on CPU;
+turn a GGUF file into an ordinary checkpoint once, so every stage loads it like any other."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -13,6 +16,9 @@ import torch
 
 from drift_exp.config import ModelConfig, TinyModelConfig
 from drift_exp.data.cache import cache_root, remove_dead_temps, temp_path  # defined there: data loading skips torch
+from drift_exp.packaged import gguf_file_of
+
+log = logging.getLogger(__name__)
 
 # ChatML, the format of Qwen2.5's template without its tool-calling branches.
 CHATML = (
@@ -67,8 +73,84 @@ def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm")
 
 
 def base_model_path(cfg: ModelConfig) -> str:
-    """The experiment's starting model: a hub id, a local folder, or the tiny model's cache folder."""
-    return str(build_tiny(cfg.tiny)) if cfg.path == "tiny" else cfg.path
+    """The experiment's starting model: a hub id, a local folder, the tiny model's cache folder, or the
+    cache folder of a GGUF file's dequantised checkpoint (model.path a .gguf / pkg: file, or model.gguf_file)."""
+    if cfg.path == "tiny":
+        return str(build_tiny(cfg.tiny))
+    gguf = gguf_file_of(cfg.path, cfg.gguf_file)
+    return str(gguf_checkpoint(gguf)) if gguf is not None else cfg.path
+
+
+# Bump when the conversion below changes what it writes: old cache entries are then not reused.
+GGUF_CONVERSION = 2
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of the file's bytes (memoised per path, size and mtime within a process)."""
+    st = path.stat()
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        _digests[memo] = h.hexdigest()
+    return _digests[memo]
+
+
+def gguf_checkpoint(file: Path, root: Path | None = None) -> Path:
+    """Dequantise a GGUF file once into an HF checkpoint folder keyed by the file's content; return it.
+
+    transformers reads GGUF (the `gguf` package) into float32 weights; the loaded model still carries
+    the GGUF quantizer marker, which makes save_pretrained refuse, so it is cleared: the weights in
+    memory are plain float32 by then. Built in a temporary folder and renamed into place.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    key = hashlib.sha256(f"{file_digest(file)}-v{GGUF_CONVERSION}".encode()).hexdigest()[:12]
+    folder = (root or cache_root()) / f"gguf-{file.stem}-{key}"
+    remove_dead_temps(folder.parent)  # a conversion killed half way
+    if (folder / "config.json").exists():
+        return folder
+    t0 = time.time()
+    log.info("dequantising %s into %s (once)", file, folder)
+    tok = AutoTokenizer.from_pretrained(file.parent, gguf_file=file.name)
+    model = AutoModelForCausalLM.from_pretrained(file.parent, gguf_file=file.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    fix_special_tokens(tok, model)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    try:
+        os.replace(tmp, folder)  # atomic; a concurrent converter may have won the race
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("GGUF checkpoint ready in %.1f s: %s", time.time() - t0, folder)
+    return folder
+
+
+def fix_special_tokens(tok, model) -> None:
+    """Settings the GGUF metadata leaves out, fixed before the checkpoint is saved.
+
+    model_max_length: GGUF carries none (transformers leaves 1e30), so truncation=True would never cut;
+    the model's context length is the real limit. pad: the GGUF tokenizer pads with EOS, as the hub
+    checkpoint does; kept when set, EOS when missing, and written into the model's configs so
+    generation and TRL pad with the same id.
+    """
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and (tok.model_max_length is None or tok.model_max_length > limit):
+        tok.model_max_length = int(limit)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    if model.generation_config.eos_token_id is None:
+        model.generation_config.eos_token_id = tok.eos_token_id
 
 
 def torch_dtype(name: str) -> torch.dtype:
