@@ -94,3 +94,18 @@ def test_both_backends_feed_one_bos(gemma, monkeypatch):
     for ids in vllm_ids:  # the chat prompt: the template's own <bos>, not doubled either
         assert ids[0] == 2 and ids.count(2) == 1
     assert len(completions) == 2
+
+
+def test_a_cut_prompt_keeps_its_bos_in_both_backends(gemma, monkeypatch):
+    tok = load_tokenizer(str(gemma))
+    cfg = GenerationConfig(max_prompt_length=24, max_new_tokens=2, batch_size=2)
+    chat = GenRequest("r1", "rejected", [{"role": "user", "content": "Name a prime. " * 10}], n=1)
+    reqs = [request(), chat]
+    vllm_ids, cut = build_inputs(tok, reqs, cfg)
+    assert cut == [True, True]
+    for req, ids in zip(reqs, vllm_ids, strict=True):
+        whole = tok(render_prompt(tok, req), add_special_tokens=False)["input_ids"]
+        assert len(ids) == 24 and ids[0] == 2 and ids.count(2) == 1  # <bos>, then the prompt's last 23 ids
+        assert ids[1:] == whole[-23:]
+    _, calls = run_hf(gemma, cfg, reqs, monkeypatch)
+    assert sorted(tuple(row) for call in calls for row in call["rows"]) == sorted(tuple(i) for i in vllm_ids)

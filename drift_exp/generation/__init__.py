@@ -31,6 +31,22 @@ def render_prompt(tokenizer, request: GenRequest) -> str:
     return tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_ids(tokenizer, request: GenRequest, max_prompt_length: int) -> tuple[list[int], bool]:
+    """The rendered prompt's token ids cut to its last max_prompt_length, and whether it was cut.
+
+    Tokenised without added special tokens (the template or `render_prompt` already holds them). The end
+    of the prompt (the user turn and the generation cue) is what the reply must follow, so the start is
+    dropped; a leading BOS is kept in front of the kept tokens, since models such as Gemma degrade without it.
+    """
+    ids = list(tokenizer(render_prompt(tokenizer, request), add_special_tokens=False)["input_ids"])
+    if len(ids) <= max_prompt_length:
+        return ids, False
+    bos = tokenizer.bos_token_id
+    if bos is not None and ids[0] == bos and max_prompt_length > 1:
+        return [bos] + ids[len(ids) - max_prompt_length + 1:], True
+    return ids[-max_prompt_length:], True
+
+
 # The speaker labels of the plain prompt format (methods/prompts.py). A small model prompted with
 # "...User: ...\nAssistant: " often writes the next "User:" turn itself instead of stopping: the reply
 # ends where a line starts with a label. A sample cut at max_new_tokens may end on part of one ("\nAss").

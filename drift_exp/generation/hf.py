@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, reply_text
+from drift_exp.generation import prompt_ids, reply_text
 from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
 from drift_exp.records import Completion, GenRequest
 from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
@@ -42,12 +42,8 @@ class HFGenerator:
         from transformers import GenerationConfig as HFGenerationConfig
 
         tok = load_tokenizer(model_path, padding_side="left")
-        # Tokenise every prompt whole, then keep its last max_prompt_length tokens: the end of the
-        # prompt (the user turn and the generation cue) is what the reply must follow.
-        encoded = []
-        for req in requests:
-            ids = tok(render_prompt(tok, req), add_special_tokens=False)["input_ids"]
-            encoded.append((ids[-self.cfg.max_prompt_length:], len(ids) > self.cfg.max_prompt_length))
+        # Every prompt tokenised whole and cut to its last max_prompt_length tokens (BOS kept), as vLLM's.
+        encoded = [prompt_ids(tok, req, self.cfg.max_prompt_length) for req in requests]
         # Longest first: less padding per batch, and the memory peak shows up in the first batch.
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))
         size = self.cfg.batch_size

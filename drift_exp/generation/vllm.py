@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import render_prompt, reply_text
+from drift_exp.generation import prompt_ids, reply_text
 from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 
@@ -48,13 +48,14 @@ def build_inputs(
     """Prompt token ids per request, cut to the last cfg.max_prompt_length, and whether each was cut.
 
     The same steps as the HF backend: the whole rendered prompt is tokenised without added special
-    tokens (the chat template already holds them), then its last max_prompt_length ids are kept.
+    tokens (the chat template already holds them), then its last max_prompt_length ids are kept (a
+    leading BOS stays in front: `prompt_ids`).
     """
     ids_list, truncated = [], []
     for req in requests:
-        ids = tokenizer(render_prompt(tokenizer, req), add_special_tokens=False)["input_ids"]
-        ids_list.append(list(ids[-cfg.max_prompt_length:]))
-        truncated.append(len(ids) > cfg.max_prompt_length)
+        ids, cut = prompt_ids(tokenizer, req, cfg.max_prompt_length)
+        ids_list.append(ids)
+        truncated.append(cut)
     return ids_list, truncated
 
 
