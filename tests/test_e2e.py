@@ -73,7 +73,7 @@ def test_every_stage_writes_its_files(full_run):
         metrics = json.loads((it / "metrics.json").read_text())
         # an empty sample makes no pair; it is counted, never lost (the tiny model's iteration 2 draws one)
         empty = metrics["pairs"].get("skipped_empty_sample", 0)
-        assert empty == metrics["generate"]["empty_samples"] <= 1
+        assert empty == metrics["generate"]["empty_samples"] <= 2
         assert sum(1 for _ in open(it / "pairs.jsonl")) == metrics["pairs"]["pairs"] == 38 - empty
         assert metrics["generate"]["samples"] == 38
         # trainer.truncation=authors: long pairs are cut (prompts to their last 256 tokens here), none dropped
