@@ -27,7 +27,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from drift_exp.config import GenerationConfig, ScorerConfig
+from drift_exp.config import GenerationConfig, ScorerConfig, result_fields
 from drift_exp.evaluation import alpaca_eval, proxy, wildbench
 from drift_exp.evaluation.benchmarks import load_alpaca_eval, load_proxy_prompts, load_wildbench
 from drift_exp.evaluation.config import BENCHMARKS, EvalConfig, validate_eval
@@ -64,10 +64,11 @@ def policy_fingerprint(policy_path: str) -> list:
 
 def _generate(reqs: list[GenRequest], gcfg: GenerationConfig, model_dtype: str, policy_path: str, seed: int,
               out_dir: Path) -> list[Completion]:
-    """Generate (or reuse out_dir/completions.jsonl when policy, decoding and requests are unchanged)."""
-    from drift_exp.generation import build_generator
+    """Generate (or reuse out_dir/completions.jsonl when policy, decoding and requests are unchanged), over
+    the node's data-parallel replicas as the generate stage does (the completions do not depend on them)."""
+    from drift_exp.generation.replicas import generate_on_node
 
-    what = {"policy": policy_fingerprint(policy_path), "generation": asdict(gcfg), "dtype": model_dtype,
+    what = {"policy": policy_fingerprint(policy_path), "generation": result_fields(gcfg), "dtype": model_dtype,
             "seed": seed, "requests": [asdict(r) for r in reqs]}
     key = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
     marker, path = out_dir / "generation.json", out_dir / "completions.jsonl"
@@ -75,7 +76,7 @@ def _generate(reqs: list[GenRequest], gcfg: GenerationConfig, model_dtype: str, 
         log.info("eval: reusing %s", path)
         return read_jsonl(path, Completion)
     t0 = time.time()
-    completions = build_generator(gcfg, model_dtype).generate(policy_path, reqs, seed=seed)
+    completions, throughput = generate_on_node(gcfg, model_dtype, policy_path, reqs, seed, out_dir / ".replicas")
     outputs = [c.outputs[0] for c in completions]
     write_jsonl(path, completions)
     write_json(marker, {"key": key, "policy": policy_path, "requests": len(reqs),
@@ -83,7 +84,9 @@ def _generate(reqs: list[GenRequest], gcfg: GenerationConfig, model_dtype: str, 
                         "finished_with_eos": sum(bool(c.finished and c.finished[0]) for c in completions),
                         "truncated_prompts": sum(c.truncated_prompt for c in completions),
                         "mean_chars": round(sum(map(len, outputs)) / max(len(outputs), 1), 1),
-                        "seconds": round(time.time() - t0, 2)})
+                        "seconds": round(time.time() - t0, 2), "replicas": throughput["replicas"],
+                        "tensor_parallel_size": throughput["tensor_parallel_size"],
+                        "tokens_per_s": throughput["tokens_per_s"]})
     return completions
 
 
