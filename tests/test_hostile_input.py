@@ -177,14 +177,12 @@ def _expect(reader: Reader, damage: Damage) -> Damage:
     return damage
 
 
-CASES = [(r, d) for d in DAMAGES for r in READERS if not d.only or r.name in d.only]
+CASES = [(m, r, d) for m in (OnInvalid.error, OnInvalid.skip) for d in DAMAGES for r in READERS
+         if (not d.only or r.name in d.only) and (m == OnInvalid.error or r.skip_mode)]  # (run dir: no skip mode)
 
 
-@pytest.mark.parametrize("reader,damage", CASES, ids=[f"{r.name}-{d.name}" for r, d in CASES])
-@pytest.mark.parametrize("mode", [OnInvalid.error, OnInvalid.skip], ids=["error", "skip"])
+@pytest.mark.parametrize("mode,reader,damage", CASES, ids=[f"{m.value}-{r.name}-{d.name}" for m, r, d in CASES])
 def test_damaged_row(tmp_path, reader, damage, mode):
-    if mode == OnInvalid.skip and not reader.skip_mode:
-        pytest.skip("the run directory's files have no skip mode")
     path = _file(tmp_path, reader, damage)
     want = _expect(reader, damage)
     base_n = len(_read(_file(tmp_path / "base", reader, None), reader, OnInvalid.error)[0])

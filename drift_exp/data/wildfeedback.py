@@ -38,8 +38,9 @@ Rows nested 500 levels or deeper are refused while parsing (too_deep, naming the
 Judgements that cannot be used are counted in both modes: flag_without_reply, contradictory_flags, empty_reply,
 empty_feedback (the judging turn is blank), empty_prompt (the user turn the judged reply answers is blank).
 Whole-file problems are errors in both modes: an empty or white-space-only file, a compressed file or UTF-16/32
-text (each named), a Git-LFS pointer, a top level that is not an
-array, an empty array, and (skip mode) a file where every conversation was skipped.
+text (each named), a Git-LFS pointer, a top level that is not an array, an empty array, and (skip mode) a file
+where every conversation was skipped. Not detected: a key given twice in one row (the last value wins, as with
+json.load; see drift_exp.data.stream).
 Damage the parser cannot step over (a truncated file, invalid JSON syntax, data after the closing ']'; invalid
 UTF-8 in error mode) is an error; with skip, what was read before it is kept, the conversation it cut is dropped
 ("conversation_cut_short"), the damage is counted under its reason and described in stats["damage"], and a
