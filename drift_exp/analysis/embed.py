@@ -15,8 +15,6 @@ tokenizer (``build_tiny``), mean-pooled: a stand-in for the tiny policy and test
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -25,7 +23,7 @@ import numpy as np
 import torch
 
 from drift_exp.config import TinyModelConfig
-from drift_exp.data.cache import cache_root
+from drift_exp.data.cache import build_folder, cache_root
 from drift_exp.packaged import MINILM_ZIP, find_packaged, package_file
 from drift_exp.training.models import build_tiny, file_digest
 
@@ -78,16 +76,12 @@ def minilm_path(root: Path | None = None) -> Path:
     folder = (root or cache_root()) / f"all-MiniLM-L6-v2-{file_digest(archive)[:12]}"
     if (folder / "config.json").exists():
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as zf:
-        zf.extractall(tmp)
-    try:
-        os.replace(tmp, folder)  # atomic; a concurrent extractor may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+
+    def extract(tmp: Path) -> None:
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(tmp)
+
+    return build_folder(folder, extract)
 
 
 def cpu_embedder(policy_path: str) -> str:

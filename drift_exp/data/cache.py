@@ -45,6 +45,23 @@ _TEMP = re.compile(r"\.tmp-?(?:(?P<host>.+)-)?(?P<pid>\d+)$")
 FOREIGN_TEMP_AGE_S = 24 * 3600  # another host's temp folder: its writer cannot be asked, so wait a day
 
 
+def build_folder(folder: Path, write: Callable[[Path], None]) -> Path:
+    """Build `folder` once: `write(tmp)` fills a per-process temp folder, which is then renamed into place
+    (atomic; a concurrent builder that won the race keeps its copy). Temp folders of dead builders go first."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    remove_dead_temps(folder.parent)
+    if folder.exists():
+        return folder
+    tmp = temp_path(folder)
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
 def temp_path(final: Path) -> Path:
     """Where `final` is built before its rename: named after this host and process, so a later run can tell
     whether the writer is gone (remove_dead_temps)."""

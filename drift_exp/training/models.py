@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import torch
 
 from drift_exp.config import ModelConfig, TinyModelConfig
-from drift_exp.data.cache import cache_root, remove_dead_temps, temp_path  # defined there: data loading skips torch
+from drift_exp.data.cache import build_folder, cache_root, remove_dead_temps  # defined there: data loading skips torch
 from drift_exp.packaged import gguf_file_of
 
 log = logging.getLogger(__name__)
@@ -61,15 +59,12 @@ def build_tiny(cfg: TinyModelConfig, root: Path | None = None, head: str = "lm")
         model.generation_config.pad_token_id = 0
     else:
         model = Qwen2ForSequenceClassification(config)
-    tmp = temp_path(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)  # atomic; a concurrent builder may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    return build_folder(folder, lambda tmp: save_checkpoint(model, tok, tmp))
+
+
+def save_checkpoint(model, tok, folder: Path) -> None:
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
 
 
 def base_model_path(cfg: ModelConfig) -> str:
@@ -121,15 +116,7 @@ def gguf_checkpoint(file: Path, root: Path | None = None) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     fix_special_tokens(tok, model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(folder)
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    try:
-        os.replace(tmp, folder)  # atomic; a concurrent converter may have won the race
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
+    build_folder(folder, lambda tmp: save_checkpoint(model, tok, tmp))
     log.info("GGUF checkpoint ready in %.1f s: %s", time.time() - t0, folder)
     return folder
 
