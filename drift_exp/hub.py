@@ -28,7 +28,11 @@ class HubNeed:
 
 
 def is_hub_id(value: str) -> bool:
-    return value not in ("tiny", "auto", "sample") and not looks_local(value) and not Path(value).expanduser().exists()
+    """A value that names something on the hub: not a built-in (tiny, auto, sample), not a local path, not a
+    file inside an installed package (`pkg:`) or a GGUF file."""
+    if value in ("tiny", "auto", "sample") or value.startswith("pkg:") or value.endswith(".gguf"):
+        return False
+    return not looks_local(value) and not Path(value).expanduser().exists()
 
 
 def needed(cfg: Config) -> list[HubNeed]:

