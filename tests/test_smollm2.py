@@ -127,6 +127,7 @@ def test_pairs_preview_wandb_table(tmp_path):
     assert table["columns"] == COLUMNS and [r[0] for r in table["data"]] == ["r1-s0", "r2-s0"]
 
 
+@pytest.mark.e2e  # reads the 98 MB file's header and runs the plan CLI (~10 s)
 def test_the_plan_reads_smollm2s_shape_from_the_gguf_header():
     from drift_exp.model_shapes import model_shape
 
