@@ -94,7 +94,7 @@ def child_build(a: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     from drift_exp.config import TinyModelConfig
-    from drift_exp.training.models import build_tiny
+    from drift_exp.models import build_tiny
 
     folder = Path(a.workdir) / "model"
     shape = TINY if a.dry_run else QWEN25_15B

@@ -30,13 +30,13 @@ from drift_exp.evaluation.base import base_eval_stage, base_stats
 from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
+from drift_exp.models import base_model_path, set_trust_remote_code
 from drift_exp.preview import write_preview
 from drift_exp.provenance import data_identity, save_hydra_record
 from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl, write_text
 from drift_exp.stages import RunDir, Stage, read_markers
 from drift_exp.tracking import Tracker
 from drift_exp.training.diagnostics import flat_signal
-from drift_exp.training.models import base_model_path, set_trust_remote_code
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ def generate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     """
     from drift_exp.generation.replicas import generate_replicated
     from drift_exp.generation.sampling import effective_sampling
-    from drift_exp.training.models import base_model_path
+    from drift_exp.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
@@ -67,8 +67,8 @@ def generation_layout(cfg: Config, model_path: str):
 def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
           deepspeed_config: str | None = None) -> dict[str, Any]:
     """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}."""
+    from drift_exp.models import base_model_path
     from drift_exp.training.dpo import reference_path, train_dpo
-    from drift_exp.training.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
@@ -94,7 +94,7 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
 
     from drift_exp.config import scorer_path
     from drift_exp.evaluation import evaluate as run_benchmarks
-    from drift_exp.training.models import base_model_path
+    from drift_exp.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
@@ -111,7 +111,7 @@ def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
 
     from drift_exp.config import scorer_path
     from drift_exp.evaluation import evaluate as run_benchmarks
-    from drift_exp.training.models import base_model_path
+    from drift_exp.models import base_model_path
 
     folder = Path(run_dir) / "base"
     metrics = run_benchmarks(cfg.eval, cfg.generation, cfg.model.dtype, replace(cfg.scorer, path=scorer_path(cfg)),
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
                                                    "[%(name)s][%(levelname)s] - %(message)s")
     cfg = load_config(args.run_dir)
-    from drift_exp.training.models import set_trust_remote_code
+    from drift_exp.models import set_trust_remote_code
 
     set_trust_remote_code(cfg.model.trust_remote_code)
     try:

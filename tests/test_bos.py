@@ -11,8 +11,8 @@ from drift_exp.config import GenerationConfig, PromptFormat, TinyModelConfig
 from drift_exp.generation import render_prompt
 from drift_exp.generation.vllm import build_inputs
 from drift_exp.methods.prompts import bos_prefix, guided_request, with_bos
+from drift_exp.models import build_tiny, load_tokenizer
 from drift_exp.records import FeedbackRecord, GenRequest
-from drift_exp.training.models import build_tiny, load_tokenizer
 
 from .test_generation_parity import run_hf
 

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from drift_exp.config import TinyModelConfig, TrainerConfig
+from drift_exp.models import build_tiny
 from drift_exp.training.diagnostics import QUANTILES, flat_signal, sigmoid_neg, signal_stats
-from drift_exp.training.models import build_tiny
 
 from .conftest import ROOT
 
@@ -85,7 +85,7 @@ def make_trainer(tiny_models, tmp_path, cls, *, micro=8, accum=1, steps=1, preco
     from datasets import Dataset
     from trl import DPOConfig
 
-    from drift_exp.training.models import load_policy, load_tokenizer
+    from drift_exp.models import load_policy, load_tokenizer
 
     policy, reference = tiny_models
     args = DPOConfig(
@@ -108,7 +108,7 @@ def make_trainer(tiny_models, tmp_path, cls, *, micro=8, accum=1, steps=1, preco
 def independent_margins(tiny_models, trainer) -> np.ndarray:
     """s = β·(log-ratio chosen − log-ratio rejected) per pair, from a plain forward pass of each
     model on each (unpadded) prompt + completion, at the weights before training."""
-    from drift_exp.training.models import load_policy
+    from drift_exp.models import load_policy
 
     policy, reference = (load_policy(p, torch.float32).eval() for p in tiny_models)
 

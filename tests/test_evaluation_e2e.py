@@ -72,7 +72,7 @@ def judge_server():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, model_cache, judge_server):
     """One evaluation of the tiny policy (the tests below rerun it with changes)."""
-    from drift_exp.training.models import build_tiny
+    from drift_exp.models import build_tiny
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("DRIFT_TEST_JUDGE_KEY", "sk-local")

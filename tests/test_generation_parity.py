@@ -33,8 +33,8 @@ from drift_exp.generation.vllm import (
     sampling_kwargs,
     stop_token_ids,
 )
+from drift_exp.models import build_tiny, load_policy, load_tokenizer
 from drift_exp.records import GenRequest
-from drift_exp.training.models import build_tiny, load_policy, load_tokenizer
 
 from .conftest import CONF
 

@@ -16,8 +16,8 @@ from drift_exp.config import GenerationConfig, TinyModelConfig
 from drift_exp.generation.layout import Layout, choose_layout, engine_memory_gib, tp_rule
 from drift_exp.generation.replicas import generate_replicated
 from drift_exp.model_shapes import SHIPPED, shape_from_config, tiny_shape
+from drift_exp.models import build_tiny
 from drift_exp.records import GenRequest
-from drift_exp.training.models import build_tiny
 
 QWEN7B, QWEN14B, GEMMA = (SHIPPED[k] for k in ("Qwen/Qwen2.5-7B-Instruct", "Qwen/Qwen2.5-14B-Instruct",
                                                 "google/gemma-3-12b-it"))

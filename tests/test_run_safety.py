@@ -157,10 +157,10 @@ class CustomQwen2Scorer(Qwen2ForSequenceClassification):
 
 @pytest.mark.e2e  # ~12 s: transformers imports the repository's module
 def test_trust_remote_code_is_honoured_by_policy_reward_model_and_vllm_loads(tmp_path, monkeypatch):
+    from drift_exp import models
     from drift_exp.config import GenerationConfig, ScorerConfig, TinyModelConfig
     from drift_exp.generation.vllm import engine_kwargs
     from drift_exp.scoring.reward import RewardScorer
-    from drift_exp.training import models
 
     monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "modules"))
     folder = models.build_tiny(TinyModelConfig(num_hidden_layers=1), root=tmp_path)
@@ -190,7 +190,7 @@ def test_trust_remote_code_is_honoured_by_policy_reward_model_and_vllm_loads(tmp
 KILLED_WRITER = """
 import os, signal, sys
 from pathlib import Path
-from drift_exp.data.cache import temp_path
+from drift_exp.cachedir import temp_path
 tmp = temp_path(Path(sys.argv[1]))
 tmp.mkdir(parents=True)
 (tmp / "records.jsonl").write_text("half")
@@ -199,7 +199,7 @@ os.kill(os.getpid(), signal.SIGKILL)
 
 
 def test_a_killed_cache_write_is_cleaned_up_by_the_next_run(tmp_path):
-    from drift_exp.data.cache import remove_dead_temps, temp_path
+    from drift_exp.cachedir import remove_dead_temps, temp_path
 
     entry = tmp_path / "records" / "0123abcd"
     proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(entry)], env=dict(os.environ, PYTHONPATH=str(ROOT)))
@@ -214,7 +214,7 @@ def test_a_killed_cache_write_is_cleaned_up_by_the_next_run(tmp_path):
 
 def test_build_tiny_removes_a_killed_build(tmp_path):
     from drift_exp.config import TinyModelConfig
-    from drift_exp.training.models import build_tiny
+    from drift_exp.models import build_tiny
 
     stale = tmp_path / "tiny-qwen2-0123.tmp999999999"  # the old naming, a PID that cannot be alive
     stale.mkdir()

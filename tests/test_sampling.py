@@ -14,7 +14,7 @@ from drift_exp.config import GenerationConfig, SamplingDefaults, TinyModelConfig
 from drift_exp.errors import ConfigError
 from drift_exp.generation.sampling import checkpoint_sampling, effective_sampling, hf_generate_kwargs, resolve
 from drift_exp.generation.vllm import sampling_kwargs, stop_token_ids
-from drift_exp.training.models import build_tiny, load_tokenizer
+from drift_exp.models import build_tiny, load_tokenizer
 
 from .test_generation_parity import hf_effective_as_vllm, requests, run_hf
 

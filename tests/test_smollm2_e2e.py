@@ -77,7 +77,7 @@ def test_generation_and_training_render_the_same_prompt(drift_run):
     trained prompt tokens are exactly the sampled-from prompt tokens."""
     from drift_exp.generation import render_prompt
     from drift_exp.methods.prompts import plain_request
-    from drift_exp.training.models import load_tokenizer
+    from drift_exp.models import load_tokenizer
 
     records = read_jsonl(drift_run / "data" / "records.jsonl", FeedbackRecord)
     tok = load_tokenizer(str(next((Path(os.environ["DRIFT_EXP_CACHE"])).glob("gguf-SmolLM2-*"))))

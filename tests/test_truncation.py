@@ -68,7 +68,7 @@ def _template_ids(tok, messages, generation_prompt: bool) -> list[int]:
 @pytest.fixture(scope="module")
 def tiny(model_cache):
     from drift_exp.config import TinyModelConfig
-    from drift_exp.training.models import build_tiny
+    from drift_exp.models import build_tiny
 
     return str(build_tiny(TinyModelConfig(), root=model_cache))
 
@@ -79,8 +79,8 @@ def test_trainer_dataset_is_cut_the_authors_way(tiny, tmp_path):
     from datasets import Dataset
     from trl import DPOConfig
 
+    from drift_exp.models import load_policy, load_tokenizer
     from drift_exp.training.diagnostics import SignalDPOTrainer
-    from drift_exp.training.models import load_policy, load_tokenizer
     from drift_exp.training.truncation import with_authors_truncation
 
     pairs, limit = _pairs(), 48

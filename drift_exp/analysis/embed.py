@@ -22,10 +22,10 @@ from typing import Literal
 import numpy as np
 import torch
 
+from drift_exp.cachedir import build_folder, cache_root
 from drift_exp.config import TinyModelConfig
-from drift_exp.data.cache import build_folder, cache_root
+from drift_exp.models import build_tiny, file_digest
 from drift_exp.packaged import MINILM_ZIP, find_packaged, package_file
-from drift_exp.training.models import build_tiny, file_digest
 
 DEFAULT_EMBEDDER = "Qwen/Qwen3-Embedding-0.6B"
 MINILM = "minilm"

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from drift_exp.data.cache import cache_root
+from drift_exp.cachedir import cache_root
 from drift_exp.records import write_json
 from drift_exp.stages import Stage, key_of, read_markers
 
@@ -41,7 +41,7 @@ def eval_identity(cfg: Any) -> dict[str, Any]:
     result-affecting fields (drift_exp.config_fields) of the model, eval config, eval decoding and scorer."""
     from drift_exp.config import result_fields, scorer_path
     from drift_exp.evaluation.stage import eval_generation_config, policy_fingerprint
-    from drift_exp.training.models import base_model_path
+    from drift_exp.models import base_model_path
 
     ev = result_fields(cfg.eval)
     gen = result_fields(eval_generation_config(cfg.eval, cfg.generation))

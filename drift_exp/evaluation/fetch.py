@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from drift_exp.data.cache import cache_root
+from drift_exp.cachedir import cache_root
 from drift_exp.errors import UserError
 
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "DRIFT_EXP_OFFLINE")

@@ -205,7 +205,7 @@ def _wildbench(eval_cfg: EvalConfig, gcfg: GenerationConfig, tasks: list[dict[st
                cache_dir: Path, official: dict[str, Any] | None = None) -> dict[str, Any]:
     from drift_exp.evaluation.judge import JudgeClient
     from drift_exp.generation import render_prompt
-    from drift_exp.training.models import load_tokenizer
+    from drift_exp.models import load_tokenizer
 
     tok = load_tokenizer(policy_path, padding_side="left")
     model_inputs = [render_prompt(tok, r) for r in reqs]

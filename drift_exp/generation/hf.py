@@ -16,8 +16,8 @@ from tqdm.auto import tqdm
 from drift_exp.config import GenerationConfig
 from drift_exp.generation import prompt_ids, reply_text
 from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
+from drift_exp.models import load_policy, load_tokenizer, torch_dtype
 from drift_exp.records import Completion, GenRequest
-from drift_exp.training.models import load_policy, load_tokenizer, torch_dtype
 
 
 def request_seed(seed: int, index: int) -> int:

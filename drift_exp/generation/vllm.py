@@ -68,7 +68,7 @@ def stop_token_ids(model_path: str, tokenizer) -> list[int]:
     from transformers import AutoConfig
     from transformers import GenerationConfig as HFGenerationConfig
 
-    from drift_exp.training.models import trust_remote_code
+    from drift_exp.models import trust_remote_code
 
     try:
         gen = HFGenerationConfig.from_pretrained(model_path)
@@ -136,7 +136,7 @@ def gpu_memory_gib() -> float | None:
 
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
     """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
-    from drift_exp.training.models import torch_dtype, trust_remote_code
+    from drift_exp.models import torch_dtype, trust_remote_code
 
     tp = getattr(cfg, "tensor_parallel_size", None)
     max_model_len = getattr(cfg, "max_model_len", None)
@@ -206,7 +206,7 @@ class VLLMGenerator:
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from drift_exp.training.models import load_tokenizer
+        from drift_exp.models import load_tokenizer
 
         self.output_tokens = 0
         mine = [i for i in range(len(requests)) if i % replicas == replica]

@@ -11,8 +11,8 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import ScorerConfig
+from drift_exp.models import build_tiny, trust_remote_code
 from drift_exp.records import Message
-from drift_exp.training.models import build_tiny, trust_remote_code
 
 
 def question_text(prompt: list[Message]) -> str:

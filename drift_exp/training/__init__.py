@@ -1,1 +1,1 @@
-"""Model loading (real and tiny) and the DPO training stage."""
+"""The DPO training stage: TRL DPOTrainer, DeepSpeed ZeRO-3, truncation, guards and §5 diagnostics."""

@@ -15,8 +15,8 @@ import torch
 
 from drift_exp.config import RefMode, RefModeKind, TrainerConfig, Truncation
 from drift_exp.errors import ConfigError, UserError
+from drift_exp.models import load_policy, load_tokenizer
 from drift_exp.records import PreferencePair
-from drift_exp.training.models import load_policy, load_tokenizer
 from drift_exp.training.truncation import prompt_limit, with_authors_truncation
 
 log = logging.getLogger(__name__)

@@ -31,8 +31,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from drift_exp.config import GenerationConfig, TinyModelConfig  # noqa: E402
 from drift_exp.generation.hf import HFGenerator  # noqa: E402
 from drift_exp.generation.vllm import VLLMGenerator, build_inputs  # noqa: E402
+from drift_exp.models import build_tiny, load_policy, load_tokenizer  # noqa: E402
 from drift_exp.records import Completion, GenRequest  # noqa: E402
-from drift_exp.training.models import build_tiny, load_policy, load_tokenizer  # noqa: E402
 
 VLLM_FIELDS = {"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "max_model_len", "engine_kwargs"}
 

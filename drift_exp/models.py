@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
+from drift_exp.cachedir import build_folder, cache_root, remove_dead_temps
 from drift_exp.config import ModelConfig, TinyModelConfig
-from drift_exp.data.cache import build_folder, cache_root, remove_dead_temps  # defined there: data loading skips torch
 from drift_exp.packaged import gguf_file_of
 
 log = logging.getLogger(__name__)
