@@ -168,8 +168,9 @@ class TrainerConfig:
     rpo_alpha: float = 0.001
     # Reference model of each iteration's DPO.
     ref: RefMode = RefMode.previous
-    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory). The
-    # same reference log-probs either way (auto already picks by hardware): neutral.
+    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory); auto:
+    # precomputed log-probs on GPU, a live reference model on CPU. The same reference log-probs either
+    # way (auto already picks by hardware): neutral.
     ref_mode: RefModeKind = field(default=RefModeKind.auto, metadata=NEUTRAL)
     # Paper §5 diagnostics: the share of pairs whose DPO gradient weight sigma(-s) is at least this
     # (logged per step and per stage; does not change training).
@@ -205,17 +206,21 @@ class GenerationConfig:
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
     # Result-affecting: the HF backend draws every batch's samples from one random stream, so another
-    # batch size gives other samples (vLLM seeds each request, but the key cannot tell the backends apart).
+    # batch size gives other samples. Unused by vLLM, which schedules its own batches and seeds each request
+    # (but the key cannot tell the backends apart).
     batch_size: int = 16
     # vLLM only: GPUs per engine. null: the smallest size legal for the model's heads that fits its weights
     # and a useful KV cache (drift_exp/generation/layout.py); the node's other GPUs run more replicas.
     # How the engine is laid out and how much memory it takes change the speed, not what is sampled: neutral.
     tensor_parallel_size: int | None = field(default=None, metadata=NEUTRAL)
+    # vLLM only: the share of each GPU's memory for weights + KV cache.
     gpu_memory_utilization: float = field(default=0.9, metadata=NEUTRAL)
+    # vLLM only: true runs without CUDA graphs (faster start-up, slower decoding; needed on CPU).
     enforce_eager: bool = field(default=False, metadata=NEUTRAL)
-    # null: max_prompt_length + max_new_tokens.
+    # vLLM only: the engine's context. null: max_prompt_length + max_new_tokens (every prompt and its reply
+    # fit; a smaller KV cache than the model's full context would need).
     max_model_len: int | None = None
-    # Any other vllm.LLM argument.
+    # vLLM only: any other vllm.LLM argument, e.g. {swap_space: 8, enable_prefix_caching: true}.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
     # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them and
     # the completions do not depend on their number. null: vLLM, the GPUs // tensor_parallel_size; HF, one

@@ -13,11 +13,10 @@ import json
 import shutil
 import sys
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import yaml
 
 import drift_exp.generation.hf as hf_module
 from drift_exp.config import GenerationConfig, TinyModelConfig
@@ -37,19 +36,6 @@ from drift_exp.models import build_tiny, load_policy, load_tokenizer
 from drift_exp.records import GenRequest
 
 from .conftest import CONF
-
-VLLM_ONLY = {"tensor_parallel_size", "gpu_memory_utilization", "enforce_eager", "max_model_len", "engine_kwargs"}
-
-
-@dataclass
-class _VLLMCfg(GenerationConfig):
-    """GenerationConfig plus the vLLM fields the schema does not have yet."""
-
-    tensor_parallel_size: int | None = None
-    gpu_memory_utilization: float = 0.9
-    enforce_eager: bool = False
-    max_model_len: int | None = None
-    engine_kwargs: dict | None = None
 
 
 def requests() -> list[GenRequest]:
@@ -222,7 +208,7 @@ def test_engine_kwargs(monkeypatch):
     import drift_exp.generation.vllm as vllm_backend
 
     monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: 4)
-    cfg = _VLLMCfg(max_prompt_length=1024, max_new_tokens=256)
+    cfg = GenerationConfig(max_prompt_length=1024, max_new_tokens=256)
     kw = engine_kwargs(cfg, "/m", "bfloat16", seed=7)
     assert kw == {"model": "/m", "tokenizer": "/m", "dtype": "bfloat16", "seed": 7, "tensor_parallel_size": 4,
                   "gpu_memory_utilization": 0.9, "enforce_eager": False, "max_model_len": 1280,
@@ -232,7 +218,7 @@ def test_engine_kwargs(monkeypatch):
     assert (kw["tensor_parallel_size"], kw["max_model_len"], kw["enforce_eager"], kw["swap_space"]) == (2, 4096,
                                                                                                         True, 8)
     monkeypatch.setattr(vllm_backend, "visible_gpus", lambda: 0)
-    kw = engine_kwargs(GenerationConfig(), "/m", "auto", seed=0)  # today's schema: the vLLM fields' defaults
+    kw = engine_kwargs(GenerationConfig(), "/m", "auto", seed=0)
     assert kw["tensor_parallel_size"] == 1 and kw["dtype"] in ("float32", "bfloat16")
 
 
@@ -242,14 +228,6 @@ def test_build_generator_vllm_without_importing_vllm(monkeypatch):
     assert isinstance(gen, VLLMGenerator) and gen.model_dtype == "auto"
     with pytest.raises(ImportError):
         gen.generate("/nonexistent", [GenRequest("r", "chosen", [{"role": "user", "content": "x"}])], seed=0)
-
-
-def test_vllm_yaml_samples_like_hf_yaml():
-    hf = yaml.safe_load((CONF / "generation" / "hf.yaml").read_text())
-    vl = yaml.safe_load((CONF / "generation" / "vllm.yaml").read_text())
-    assert vl.pop("backend") == "vllm" and hf.pop("backend") == "hf"
-    assert set(vl) - set(hf) == VLLM_ONLY
-    assert {k: vl[k] for k in hf} == hf
 
 
 def test_vllm_yaml_composes_and_validates():

@@ -135,11 +135,10 @@ def gpu_memory_gib() -> float | None:
 
 
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:
-    """`vllm.LLM(**kwargs)`. Config fields not in the schema yet are read with their defaults."""
+    """`vllm.LLM(**kwargs)` from generation.* (the vLLM fields' defaults are GenerationConfig's)."""
     from drift_exp.models import torch_dtype, trust_remote_code
 
-    tp = getattr(cfg, "tensor_parallel_size", None)
-    max_model_len = getattr(cfg, "max_model_len", None)
+    tp, max_model_len = cfg.tensor_parallel_size, cfg.max_model_len
     kwargs: dict[str, Any] = {
         "model": model_path,
         "tokenizer": model_path,
@@ -148,8 +147,8 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         "dtype": str(torch_dtype(model_dtype)).removeprefix("torch."),
         "seed": seed,
         "tensor_parallel_size": tp if tp is not None else default_tensor_parallel(cfg, model_path),
-        "gpu_memory_utilization": getattr(cfg, "gpu_memory_utilization", 0.9),
-        "enforce_eager": getattr(cfg, "enforce_eager", False),
+        "gpu_memory_utilization": cfg.gpu_memory_utilization,
+        "enforce_eager": cfg.enforce_eager,
         # Every prompt (<= max_prompt_length) plus its reply fits; a smaller KV cache than the model's full
         # context would need. Set generation.max_model_len if the model allows less.
         "max_model_len": max_model_len if max_model_len is not None else cfg.max_prompt_length + cfg.max_new_tokens,
@@ -158,7 +157,7 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
         "generation_config": "vllm",
         "trust_remote_code": trust_remote_code(),  # model.trust_remote_code
     }
-    kwargs.update(dict(getattr(cfg, "engine_kwargs", None) or {}))
+    kwargs.update(cfg.engine_kwargs)
     return kwargs
 
 
