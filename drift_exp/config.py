@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
+from drift_exp.decoding import DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
 from drift_exp.packaged import gguf_file_of
@@ -191,18 +192,11 @@ class TrainerConfig:
 
 
 @dataclass
-class GenerationConfig:
-    # hf (transformers generate; CPU and tests) | vllm (GPU, a later issue).
+class GenerationConfig(DecodingConfig):
+    # temperature, top_p, top_k, repetition_penalty, max_new_tokens: DecodingConfig's fields and defaults
+    # (drift_exp/decoding.py), the authors' gen-drift.py settings.
+    # hf (transformers generate; CPU and tests) | vllm (GPU engine, drift_exp/generation/vllm.py).
     backend: str = "hf"
-    # Authors' gen-drift.py settings.
-    temperature: float = 0.7
-    top_p: float = 0.9
-    # null: the checkpoint's generation_config.json value with sampling_defaults=model (Qwen2.5: 20), off
-    # otherwise; -1 = off. Both backends apply the same resolved value (drift_exp/generation/sampling.py).
-    top_k: int | None = None
-    # null: as top_k (Qwen2.5: 1.05); 1.0 = off.
-    repetition_penalty: float | None = None
-    max_new_tokens: int = 512
     # Prompts longer than this many tokens keep their last tokens (the part next to the reply).
     max_prompt_length: int = 2048
     # Result-affecting: the HF backend draws every batch's samples from one random stream, so another
@@ -386,16 +380,7 @@ def validate(cfg: Config, environment: bool = True) -> None:
         ("trainer.logging_steps", cfg.trainer.logging_steps >= 1, f"must be >= 1, got {cfg.trainer.logging_steps}"),
         ("generation.backend", cfg.generation.backend in GENERATION_BACKENDS,
          f"must be one of {GENERATION_BACKENDS}, got {cfg.generation.backend!r}"),
-        ("generation.temperature", cfg.generation.temperature >= 0,
-         f"must be >= 0 (0 = greedy), got {cfg.generation.temperature}"),
-        ("generation.top_p", 0 < cfg.generation.top_p <= 1, f"must be in (0, 1], got {cfg.generation.top_p}"),
-        ("generation.top_k", cfg.generation.top_k is None or cfg.generation.top_k == -1 or cfg.generation.top_k >= 1,
-         f"must be null (the checkpoint's), -1 (off) or >= 1, got {cfg.generation.top_k}"),
-        ("generation.repetition_penalty", cfg.generation.repetition_penalty is None
-         or cfg.generation.repetition_penalty > 0,
-         f"must be null (the checkpoint's) or > 0, got {cfg.generation.repetition_penalty}"),
-        ("generation.max_new_tokens", cfg.generation.max_new_tokens >= 1,
-         f"must be >= 1, got {cfg.generation.max_new_tokens}"),
+        *decoding_checks("generation", cfg.generation),
         ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
          f"must be >= 1, got {cfg.generation.max_prompt_length}"),
         ("generation.batch_size", cfg.generation.batch_size >= 1, f"must be >= 1, got {cfg.generation.batch_size}"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from drift_exp.config_fields import NEUTRAL, since
+from drift_exp.decoding import DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
@@ -98,7 +99,16 @@ class WildBenchConfig:
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(DecodingConfig):
+    # Decoding for every eval generation (the fields of drift_exp/decoding.py): WildBench's defaults
+    # (scripts/_common_vllm.sh), greedy, top_p 1, no top-k, no repetition penalty, 4096 new tokens; never
+    # the checkpoint's (top_k and repetition_penalty are not nullable here). conf/eval/default.yaml lowers
+    # max_new_tokens for CPU runs.
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = -1
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 4096
     # Which benchmarks run after each iteration: any of alpaca_eval, wildbench, proxy; [] disables the stage.
     benchmarks: list[str] = field(default_factory=lambda: ["proxy"])
     # 'sample' (bundled, 12 rows), a local .json/.jsonl file, or a hub dataset id (tatsu-lab/alpaca_eval:
@@ -113,13 +123,6 @@ class EvalConfig:
     proxy_source: str = "sample"
     # Only the first N examples of every benchmark (quick runs); null: all of them.
     limit: int | None = None
-    # Decoding for every eval generation; WildBench's defaults (scripts/_common_vllm.sh): greedy,
-    # top_p 1, 4096 new tokens. conf/eval/default.yaml lowers max_new_tokens for CPU runs.
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = -1
-    repetition_penalty: float = 1.0
-    max_new_tokens: int = 4096
     # null: generation.max_prompt_length / generation.batch_size.
     max_prompt_length: int | None = None
     batch_size: int | None = None
@@ -150,11 +153,7 @@ def validate_eval(cfg: EvalConfig) -> None:
         ("eval.benchmarks", len(set(cfg.benchmarks)) == len(cfg.benchmarks),
          f"lists a benchmark twice: {list(cfg.benchmarks)}"),
         ("eval.limit", cfg.limit is None or cfg.limit >= 1, f"must be >= 1 or null (all), got {cfg.limit}"),
-        ("eval.temperature", cfg.temperature >= 0, f"must be >= 0 (0 = greedy), got {cfg.temperature}"),
-        ("eval.top_p", 0 < cfg.top_p <= 1, f"must be in (0, 1], got {cfg.top_p}"),
-        ("eval.top_k", cfg.top_k == -1 or cfg.top_k >= 1, f"must be -1 (off) or >= 1, got {cfg.top_k}"),
-        ("eval.repetition_penalty", cfg.repetition_penalty > 0, f"must be > 0, got {cfg.repetition_penalty}"),
-        ("eval.max_new_tokens", cfg.max_new_tokens >= 1, f"must be >= 1, got {cfg.max_new_tokens}"),
+        *decoding_checks("eval", cfg),
         ("eval.max_prompt_length", cfg.max_prompt_length is None or cfg.max_prompt_length >= 1,
          f"must be >= 1 or null, got {cfg.max_prompt_length}"),
         ("eval.batch_size", cfg.batch_size is None or cfg.batch_size >= 1,

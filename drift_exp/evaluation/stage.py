@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import GenerationConfig, ScorerConfig, result_fields
+from drift_exp.decoding import decoding_of
 from drift_exp.evaluation import alpaca_eval, proxy, wildbench
 from drift_exp.evaluation.benchmarks import load_alpaca_eval, load_proxy_prompts, load_wildbench
 from drift_exp.evaluation.config import BENCHMARKS, EvalConfig, validate_eval
@@ -39,8 +40,7 @@ log = logging.getLogger(__name__)
 
 def eval_generation_config(eval_cfg: EvalConfig, gen_cfg: GenerationConfig) -> GenerationConfig:
     """The run's generation config (backend, engine settings) with the eval decoding on top."""
-    return replace(gen_cfg, temperature=eval_cfg.temperature, top_p=eval_cfg.top_p, top_k=eval_cfg.top_k,
-                   repetition_penalty=eval_cfg.repetition_penalty, max_new_tokens=eval_cfg.max_new_tokens,
+    return replace(gen_cfg, **decoding_of(eval_cfg),
                    max_prompt_length=eval_cfg.max_prompt_length or gen_cfg.max_prompt_length,
                    batch_size=eval_cfg.batch_size or gen_cfg.batch_size)
 

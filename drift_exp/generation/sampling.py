@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.config import GenerationConfig, SamplingDefaults
+from drift_exp.decoding import DECODING_KEYS
 from drift_exp.errors import ConfigError
 
 log = logging.getLogger(__name__)
-KEYS = ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens")
+KEYS = DECODING_KEYS  # temperature, top_p, top_k, repetition_penalty, max_new_tokens
 OFF = {"top_k": -1, "repetition_penalty": 1.0}  # the recorded value of a switched-off setting
 
 
