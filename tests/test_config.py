@@ -1,10 +1,14 @@
 """Every config group option composes; bad values fail early with the key named."""
 
+import dataclasses
+import enum
 import functools
 import importlib.util
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -30,9 +34,66 @@ def test_groups_match_design():
     assert GROUPS == ["data", "eval", "generation", "launcher", "method", "model", "setting", "trainer"]
 
 
-@pytest.mark.parametrize("override", [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+# What each option composes to, including values its file no longer spells out because they are the
+# dataclass defaults (the option files hold only what differs): moving a default must not move these.
+COMPOSED = {
+    "data=sample": {"data.source": "sample", "data.format": "annotation", "data.split": "train_prefs"},
+    "data=uf_sample": {"data.format": "ultrafeedback_binarized", "data.split": "train_prefs"},
+    "data=ultrafeedback": {"data.source": "HuggingFaceH4/ultrafeedback_binarized", "data.split": "train_prefs"},
+    "data=uf_raw_sample": {"data.format": "ultrafeedback_raw", "data.split": "train"},
+    "data=ultrafeedback_raw": {"data.source": "openbmb/UltraFeedback", "data.split": "train"},
+    "data=wildfeedback": {"data.source": "microsoft/WildFeedback", "data.format": "auto"},
+    "eval=default": {"eval.benchmarks": ["proxy"], "eval.max_new_tokens": 256, "eval.temperature": 0.0,
+                     "eval.top_p": 1.0, "eval.top_k": -1, "eval.judge.enabled": False, "eval.alpaca_eval_judge": False,
+                     "eval.limit": None, "eval.proxy_source": "sample"},
+    "eval=full": {"eval.benchmarks": ["alpaca_eval", "wildbench", "proxy"], "eval.wildbench_config": "v2",
+                  "eval.wildbench_split": "test", "eval.max_new_tokens": 4096, "eval.max_prompt_length": 8192,
+                  "eval.temperature": 0.0, "eval.judge.enabled": True, "eval.judge.model": "gpt-4o-2024-05-13",
+                  "eval.judge.api_key_env": "OPENAI_API_KEY", "eval.judge.max_concurrency": 8,
+                  "eval.judge.max_retries": 5, "eval.alpaca_eval_judge": True, "eval.wildbench.template": "official",
+                  "eval.wildbench.elo.enabled": True},
+    "generation=hf": {"generation.backend": "hf", "generation.temperature": 0.7, "generation.top_p": 0.9,
+                      "generation.top_k": None, "generation.repetition_penalty": None, "generation.max_new_tokens": 512,
+                      "generation.max_prompt_length": 2048, "generation.batch_size": 16,
+                      "generation.sampling_defaults": "model", "generation.replicas": None},
+    "generation=vllm": {"generation.backend": "vllm", "generation.temperature": 0.7, "generation.top_p": 0.9,
+                        "generation.max_new_tokens": 512, "generation.tensor_parallel_size": None,
+                        "generation.gpu_memory_utilization": 0.9, "generation.enforce_eager": False,
+                        "generation.max_model_len": None, "generation.engine_kwargs": {}},
+    "launcher=inline": {"launcher.name": "inline"},
+    "launcher=local": {"launcher.name": "local", "launcher.num_processes": None, "launcher.num_machines": 1,
+                       "launcher.deepspeed": True, "launcher.main_process_port": 29500},
+    "launcher=slurm": {"launcher.name": "slurm", "launcher.num_processes": 8, "launcher.num_machines": 1,
+                       "launcher.deepspeed": True},
+    "method=drift": {"method.kind": "drift", "method.guided": True, "method.prompt_format": "plain",
+                     "method.n_samples": 1, "method.accumulate": False},
+    "method=iterdpo": {"method.kind": "iterdpo", "method.guided": True, "method.n_samples": 1},
+    "method=spin": {"method.kind": "spin", "method.guided": False, "method.n_samples": 1, "method.accumulate": False},
+    "method=drift_unguided": {"method.name": "drift-unguided", "method.kind": "drift", "method.guided": False},
+    "method=iterdpo_unguided": {"method.name": "iterdpo-unguided", "method.kind": "iterdpo", "method.guided": False},
+    "model=qwen7b": {"model.dtype": "auto"},
+    "model=qwen14b": {"model.dtype": "auto"},
+    "model=gemma12b": {"model.dtype": "auto"},
+    "model=smollm2": {"model.dtype": "float32"},
+    "model=tiny": {"model.path": "tiny", "model.dtype": "float32"},
+    "setting=controlled": {"setting.max_records": 4000},
+    "setting=full": {"setting.max_records": None},
+    "trainer=dpo": {"trainer.beta": 0.1, "trainer.learning_rate": 5e-7, "trainer.optim": "rmsprop",
+                    "trainer.micro_batch_size": 4, "trainer.max_length": 2048, "trainer.truncation": "authors",
+                    "trainer.ref": "previous", "trainer.ref_mode": "auto", "trainer.max_prompt_length": None},
+}
+OPTIONS = [f"{g}={p.stem}" for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+
+
+def test_every_option_has_expected_values():
+    assert sorted(COMPOSED) == sorted(OPTIONS)
+
+
+@pytest.mark.parametrize("override", OPTIONS)
 def test_every_option_composes_and_validates(override):
     cfg = load([override])
+    for key, value in COMPOSED[override].items():
+        assert functools.reduce(getattr, key.split("."), cfg) == value, (override, key)
     if cfg.generation.backend == "vllm" and importlib.util.find_spec("vllm") is None:
         with pytest.raises(ConfigError, match="generation.backend is vllm, but the vllm package is not installed"):
             validate(cfg)  # refused at once, not after the first stages ran
@@ -172,3 +233,54 @@ def test_cli_help_and_cfg_job():
     assert out.returncode == 0
     job = OmegaConf.create(out.stdout)
     assert job.model.path == "Qwen/Qwen2.5-14B-Instruct" and job.data.name == "wildfeedback"
+
+
+def redundant(node: dict, default: Any, where: str = "") -> list[str]:
+    """Dotted keys of a YAML mapping whose value equals the schema default it would replace."""
+    found = []
+    for key, value in node.items():
+        path = f"{where}.{key}" if where else str(key)
+        if dataclasses.is_dataclass(default) and key in {f.name for f in dataclasses.fields(default)}:
+            schema = getattr(default, key)
+        elif isinstance(default, dict) and key in default:
+            schema = default[key]
+        else:
+            continue  # not a schema key: composition rejects it (test_every_option_composes_and_validates)
+        if isinstance(value, dict) and value and (dataclasses.is_dataclass(schema) or isinstance(schema, dict)):
+            found += redundant(value, schema, path)
+        elif _same(value, schema):
+            found.append(path)
+    return found
+
+
+def _same(value: Any, default: Any) -> bool:
+    if isinstance(default, enum.Enum):
+        default = default.value
+    if isinstance(value, bool) or isinstance(default, bool):  # True == 1 in Python, not in a config
+        return type(value) is type(default) and value == default
+    return value == default
+
+
+def yaml_values(path: Path) -> tuple[dict, Any]:
+    """A conf/ file's values (defaults list and hydra block left out) and the schema node they land in."""
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
+    group = path.parent.relative_to(CONF).as_posix()
+    is_global = group == "." or path.read_text().startswith("# @package _global_")
+    values = {k: v for k, v in node.items() if k not in ("defaults", "hydra")}
+    return values, Config() if is_global else getattr(Config(), group)
+
+
+@pytest.mark.parametrize("path", sorted(CONF.rglob("*.yaml")), ids=lambda p: p.relative_to(CONF).as_posix())
+def test_yaml_sets_only_what_differs_from_the_dataclass_defaults(path):
+    values, schema = yaml_values(path)
+    assert redundant(values, schema) == [], f"{path.relative_to(ROOT)} repeats dataclass defaults (drift_exp/config.py)"
+
+
+def test_the_redundancy_check_can_fail():
+    assert redundant({"beta": 0.1, "learning_rate": 1e-6}, Config().trainer) == ["beta"]
+    assert redundant({"prompt_format": "plain", "guided": False}, Config().method) == ["prompt_format"]
+    assert redundant({"launcher": {"name": "slurm", "deepspeed": True}}, Config()) == ["launcher.deepspeed"]
+    assert redundant({"judge": {"enabled": True, "model": "gpt-4o-2024-05-13"}, "engine_kwargs": {}},
+                     Config().eval) == ["judge.model"]
+    assert redundant({"engine_kwargs": {}, "top_k": -1}, Config().generation) == ["engine_kwargs"]
+    assert redundant({"num_machines": True}, Config().launcher) == []  # 1 == True, but not the same setting
