@@ -1,9 +1,10 @@
 """Typed configuration: dataclass schemas registered in Hydra's ConfigStore.
 
-The YAML files under ``conf/`` hold only values; the fields, their types and their defaults
-live here. An unknown key or a value of the wrong type is rejected by OmegaConf while Hydra
-composes the config; ranges and cross-field rules are checked by :func:`validate`, which runs
-before anything heavy is imported. Both name the offending key.
+The fields, their types and their defaults live here (the decoding fields generation.* and eval.*
+share in drift_exp/decoding.py); a YAML file under ``conf/`` sets only what its option changes. An
+unknown key or a value of the wrong type is rejected by OmegaConf while Hydra composes the config;
+ranges and cross-field rules are checked by :func:`validate`, which runs before anything heavy is
+imported. Both name the offending key.
 """
 
 from __future__ import annotations
