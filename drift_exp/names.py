@@ -108,13 +108,14 @@ DATA_FOLDER = "data"  # the prepare stage's folder
 BASE_FOLDER = "base"  # the untouched model's evaluation (drift_exp.evaluation.base)
 BASE_EVAL = "base_eval"  # the worker job that evaluates it
 WORKER_JOBS = (GENERATE, TRAIN, EVAL, BASE_EVAL)  # python -m drift_exp.worker <job>
-_ITER = re.compile(r"iter_(\d+)")
-ITERATION_GLOB = "iter_*"  # matches every iteration folder (and possibly more: check with folder_iteration)
+_ITERATION_PREFIX = "iter_"
+_ITER = re.compile(re.escape(_ITERATION_PREFIX) + r"(\d+)")
+ITERATION_GLOB = f"{_ITERATION_PREFIX}*"  # every iteration folder (and possibly more: check with folder_iteration)
 
 
 def iteration_folder(k: int | None) -> str:
     """The folder of iteration k in a run directory; None: the prepare stage's."""
-    return DATA_FOLDER if k is None else f"iter_{k}"
+    return DATA_FOLDER if k is None else f"{_ITERATION_PREFIX}{k}"
 
 
 def folder_iteration(folder: str) -> int | None:
@@ -124,7 +125,7 @@ def folder_iteration(folder: str) -> int | None:
 
 
 def stage_id(k: int | str | None, stage: str) -> str:
-    """How logs, errors, DRIFT_EXP_KILL_AT and W&B name a stage: data/prepare, iter_<k>/<stage>, base/eval.
+    """How logs, errors and DRIFT_EXP_KILL_AT name a stage: data/prepare, iter_<k>/<stage>, base/eval.
     k: the iteration, None for the prepare stage, or a folder's name (base)."""
     return f"{k if isinstance(k, str) else iteration_folder(k)}/{stage}"
 
