@@ -15,7 +15,7 @@ from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
 from drift_exp.stages import RunDir
 
-register_configs()
+register_configs()  # before @hydra.main composes: the schema, the sweeps, the run-directory resolver
 log = logging.getLogger("drift_exp")
 
 

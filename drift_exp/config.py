@@ -25,6 +25,15 @@ from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_field
 from drift_exp.decoding import DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
+from drift_exp.names import (
+    ITERATION_STAGES,
+    LABEL,
+    LABEL_KEYS,
+    METHOD_KINDS,
+    experiment_name,  # noqa: F401  (defined in names; kept importable from here for tests)
+    parse_stop_after,
+    register_resolvers,
+)
 from drift_exp.packaged import gguf_file_of
 
 
@@ -73,7 +82,7 @@ class OnInvalid(StrEnum):
 class MethodConfig:
     # Label used in the run directory name (e.g. drift, drift-unguided).
     name: str = MISSING
-    # Which pair builder in drift_exp/methods/ runs: drift | spin | iterdpo.
+    # Which pair builder in drift_exp/methods/ runs: drift | spin | iterdpo (drift_exp.names.METHOD_KINDS).
     kind: str = MISSING
     # Guided sampling conditions the chosen on the DSAT reply + feedback + instruction (Table 6 ablation: false).
     guided: bool = True
@@ -327,19 +336,18 @@ def _defaults() -> Config:
 
 
 def register_configs() -> None:
+    """Everything Hydra needs before it composes conf/config.yaml (idempotent)."""
+    register_resolvers()  # ${drift_exp.experiment_name:} in hydra.run.dir / hydra.sweep.subdir
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
     from drift_exp.sweeps import register_sweeps
 
     register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
 
 
-STAGES = ("requests", "generate", "pairs", "train", "eval")
-METHOD_KINDS = ("drift", "spin", "iterdpo")
 GENERATION_BACKENDS = ("hf", "vllm")
 LAUNCHERS = ("inline", "local", "slurm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
-_STOP_AFTER = re.compile(r"^(prepare|warm_start|(iter_(\d+)/)?(requests|generate|pairs|train|eval))$")
 
 
 def validate(cfg: Config, environment: bool = True) -> None:
@@ -348,6 +356,7 @@ def validate(cfg: Config, environment: bool = True) -> None:
     environment=False leaves out what depends on this machine (installed packages, local paths): the
     preflight plans jobs for another node and reports those as warnings (`environment_problems`).
     """
+    stop = parse_stop_after(cfg.run.stop_after) if cfg.run.stop_after else None
     checks: list[tuple[str, bool, str]] = [
         ("iterations", cfg.iterations >= 1, f"must be >= 1, got {cfg.iterations}"),
         ("method.kind", cfg.method.kind in METHOD_KINDS, f"must be one of {METHOD_KINDS}, got {cfg.method.kind!r}"),
@@ -389,14 +398,13 @@ def validate(cfg: Config, environment: bool = True) -> None:
         ("launcher.num_processes", cfg.launcher.num_processes is None or cfg.launcher.num_processes >= 1,
          f"must be >= 1 or null (one per GPU), got {cfg.launcher.num_processes}"),
         ("launcher.num_machines", cfg.launcher.num_machines >= 1, f"must be >= 1, got {cfg.launcher.num_machines}"),
-        ("run.stop_after", cfg.run.stop_after is None or bool(_STOP_AFTER.match(cfg.run.stop_after)),
+        ("run.stop_after", cfg.run.stop_after is None or stop is not None,
          "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
-         f"{STAGES}, got {cfg.run.stop_after!r}"),
+         f"{ITERATION_STAGES}, got {cfg.run.stop_after!r}"),
     ]
-    for name in ("method.name", "data.name", "model.name", "setting.name"):
-        group, key = name.split(".")
-        value = getattr(getattr(cfg, group), key)
-        checks.append((name, bool(re.fullmatch(r"[A-Za-z0-9_.+-]+", value)),
+    for name in LABEL_KEYS:
+        value = _get(cfg, name)
+        checks.append((name, bool(LABEL.fullmatch(value)),
                        f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {value!r}"))
     bad = non_finite(cfg)  # inf / nan pass every range check written as a comparison
     if bad:
@@ -429,10 +437,8 @@ def validate(cfg: Config, environment: bool = True) -> None:
     validate_eval(cfg.eval)
     if environment:
         check_local_paths(cfg)
-    if cfg.run.stop_after:
-        m = _STOP_AFTER.match(cfg.run.stop_after)
-        if m and m.group(3) is not None and not 1 <= int(m.group(3)) <= cfg.iterations:
-            raise ConfigError(f"run.stop_after names iteration {m.group(3)}, but iterations={cfg.iterations}")
+    if stop is not None and stop.iteration is not None and not 1 <= stop.iteration <= cfg.iterations:
+        raise ConfigError(f"run.stop_after names iteration {stop.iteration}, but iterations={cfg.iterations}")
 
 
 def _environment_checks(cfg: Config) -> list[tuple[str, bool, str]]:
@@ -526,7 +532,3 @@ def check_local_paths(cfg: Config) -> None:
     if "proxy" in bench and proxy != "sample" and not Path(proxy).expanduser().is_file():
         raise ConfigError(f"eval.proxy_source={proxy!r}: no such file (expected 'sample' or a local .json/.jsonl)")
 
-
-def experiment_name(cfg: Config) -> str:
-    """The run directory's deterministic name (also the W&B group)."""
-    return f"{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-{cfg.setting.name}-s{cfg.seed}"

@@ -23,6 +23,7 @@ from typing import Any
 
 from drift_exp.config import Config
 from drift_exp.errors import UserError
+from drift_exp.names import BASE_EVAL, BASE_FOLDER, iteration_folder
 from drift_exp.tracking import Tracker
 
 
@@ -35,7 +36,7 @@ def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) 
     return the stats it wrote."""
     from drift_exp import worker
 
-    folder = run_dir / ("base" if stage == "base_eval" else f"iter_{k}")
+    folder = run_dir / (BASE_FOLDER if stage == BASE_EVAL else iteration_folder(k))
     if cfg.launcher.name == "inline":
         if stage == "generate":
             return worker.generate(cfg, run_dir, k)

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from drift_exp.config import Config, experiment_name, result_fields, scorer_path
+from drift_exp.config import Config, result_fields, scorer_path
 from drift_exp.credentials import saved_config
 from drift_exp.data import detect_format, load_records, select_records
 from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
@@ -31,6 +30,17 @@ from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
 from drift_exp.models import base_model_path, set_trust_remote_code
+from drift_exp.names import (
+    EVAL,
+    GENERATE,
+    PAIRS,
+    PREPARE,
+    REQUESTS,
+    TRAIN,
+    WARM_START,
+    experiment_name,
+    parse_stop_after,
+)
 from drift_exp.preview import write_preview
 from drift_exp.provenance import data_identity, save_hydra_record
 from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl, write_text
@@ -72,7 +82,7 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
     # Filter: extract the DSAT signals (and SAT replies, DSAT->SAT seeds) from the wild data, and
     # keep the records the method iterates on (DSAT for DRIFT / IterDPO, SAT for SPIN; Table 2).
     records = prepare(plan, cfg, method)
-    if stop_here(cfg, "prepare"):
+    if stop_here(cfg, PREPARE):
         return rd.root
     targets = select_records(records, method.record_kind(records), cfg.setting, cfg.seed)
 
@@ -82,7 +92,7 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
     # Warm start (iteration 0): DPO on the DSAT->SAT seed pairs.
     base = base_model_path(cfg.model)
     warm_start(plan, cfg, rd, records, tracker)
-    if stop_here(cfg, "warm_start"):
+    if stop_here(cfg, WARM_START):
         return rd.root
 
     for k in range(1, cfg.iterations + 1):
@@ -91,27 +101,27 @@ def _run(rd: RunDir, cfg: Config, dcfg: DictConfig) -> Path:
             continue
         with tracker.iteration(k):
             # Sampling: what to ask the current policy pi_{k-1} (Table 2), then ask it.
-            requests_stage(st["requests"], method, targets, k, tracker)
-            if stop_here(cfg, "requests", k):
+            requests_stage(st[REQUESTS], method, targets, k, tracker)
+            if stop_here(cfg, REQUESTS, k):
                 return rd.root
-            if not st["generate"].done:
-                rd.require(st["requests"].folder / "requests.jsonl", f"iter_{k}/requests")
-            completions = generate_stage(st["generate"], cfg, rd, k, tracker, needed=not st["pairs"].done)
-            if stop_here(cfg, "generate", k):
+            if not st[GENERATE].done:
+                rd.require(st[REQUESTS].folder / "requests.jsonl", st[REQUESTS].id)
+            completions = generate_stage(st[GENERATE], cfg, rd, k, tracker, needed=not st[PAIRS].done)
+            if stop_here(cfg, GENERATE, k):
                 return rd.root
             # Pairs: DRIFT keeps the real DSAT reply as rejected, the fresh sample as chosen.
-            pairs_stage(st["pairs"], cfg, method, records, completions, k, tracker)
-            if stop_here(cfg, "pairs", k):
+            pairs_stage(st[PAIRS], cfg, method, records, completions, k, tracker)
+            if stop_here(cfg, PAIRS, k):
                 return rd.root
             # Loss update: one epoch of DPO from pi_{k-1}.
-            if not st["train"].done:
-                rd.require(st["pairs"].folder / "pairs.jsonl", f"iter_{k}/pairs")
-                train_stage(st["train"], cfg, rd, k, tracker)
-            if stop_here(cfg, "train", k):
+            if not st[TRAIN].done:
+                rd.require(st[PAIRS].folder / "pairs.jsonl", st[PAIRS].id)
+                train_stage(st[TRAIN], cfg, rd, k, tracker)
+            if stop_here(cfg, TRAIN, k):
                 return rd.root
             # Evaluate pi_k (benchmarks per eval.benchmarks).
-            eval_stage(st["eval"], cfg, rd, k, tracker)
-            if stop_here(cfg, "eval", k):
+            eval_stage(st[EVAL], cfg, rd, k, tracker)
+            if stop_here(cfg, EVAL, k):
                 return rd.root
     log.info("finished %s: final policy %s", experiment_name(cfg), rd.checkpoint_after(cfg.iterations, base))
     return rd.root
@@ -133,15 +143,15 @@ def check_stages(rd: RunDir, cfg: Config, method: PairBuilder) -> Plan:
     """Look up every stage in order; a finished stage whose config changed raises StageConflict here,
     before anything is written. Reads the records (extracting them when prepare has not finished:
     which stages follow depends on them)."""
-    prep = rd.stage(None, "prepare", "", prepare_section(cfg))
+    prep = rd.stage(None, PREPARE, "", prepare_section(cfg))
     stats = None
     if prep.done:
-        records = read_jsonl(rd.require(prep.folder / "records.jsonl", "data/prepare"), FeedbackRecord)
+        records = read_jsonl(rd.require(prep.folder / "records.jsonl", prep.id), FeedbackRecord)
     else:
         records, stats = load_records(cfg.data, cfg.seed)
-    warm = rd.stage(0, "train", prep.key, {"model": result_fields(cfg.model), "trainer": training_section(cfg),
+    warm = rd.stage(0, TRAIN, prep.key, {"model": result_fields(cfg.model), "trainer": training_section(cfg),
                                            "seed": cfg.seed})
-    warm_eval = rd.stage(0, "eval", warm.key, eval_section(cfg))
+    warm_eval = rd.stage(0, EVAL, warm.key, eval_section(cfg))
     iterations = {}
     key = warm.key
     for k in range(1, cfg.iterations + 1):
@@ -150,8 +160,8 @@ def check_stages(rd: RunDir, cfg: Config, method: PairBuilder) -> Plan:
         for name, section in iteration_sections(cfg, k, method.needs_scorer(records)).items():
             st[name] = rd.stage(k, name, parent, section)
             parent = st[name].key
-        key = st["train"].key  # the next iteration hangs off the training, not the evaluation
-        st["eval"] = rd.stage(k, "eval", key, eval_section(cfg))
+        key = st[TRAIN].key  # the next iteration hangs off the training, not the evaluation
+        st[EVAL] = rd.stage(k, EVAL, key, eval_section(cfg))
         iterations[k] = st
     return Plan(prep, records, stats, warm, warm_eval, iterations)
 
@@ -160,10 +170,10 @@ def iteration_sections(cfg: Config, k: int, scored: bool) -> dict[str, dict[str,
     """The config each stage of iteration k reads (its DONE marker records these: result-affecting fields only)."""
     scorer = {**result_fields(cfg.scorer), "path": scorer_path(cfg)} if scored else None
     return {
-        "requests": {"method": result_fields(cfg.method), "setting": result_fields(cfg.setting), "iteration": k},
-        "generate": {"generation": result_fields(cfg.generation), "seed": cfg.seed},
-        "pairs": {"method": result_fields(cfg.method), "scorer": scorer},
-        "train": {"trainer": training_section(cfg), "seed": cfg.seed},
+        REQUESTS: {"method": result_fields(cfg.method), "setting": result_fields(cfg.setting), "iteration": k},
+        GENERATE: {"generation": result_fields(cfg.generation), "seed": cfg.seed},
+        PAIRS: {"method": result_fields(cfg.method), "scorer": scorer},
+        TRAIN: {"trainer": training_section(cfg), "seed": cfg.seed},
     }
 
 
@@ -224,14 +234,14 @@ def eval_section(cfg: Config) -> dict[str, Any]:
 
 def eval_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> None:
     if not st.done:
-        metrics = run_stage(cfg, rd.root, "eval", k, tracker) if cfg.eval.benchmarks else {}
+        metrics = run_stage(cfg, rd.root, EVAL, k, tracker) if cfg.eval.benchmarks else {}
         path = st.folder / "metrics.json"
         summary = json.loads(path.read_text()) if path.exists() else {"iteration": k}
         summary["eval"] = metrics
         write_json(path, summary)
         failed = metrics.get("wildbench", {}).get("n_failed", 0)
         if failed:  # left unfinished: a rerun sends only the failed judge calls (the rest are cached)
-            log.warning("iter_%d/eval: %d judge calls failed; rerun the command to retry them", k, failed)
+            log.warning("%s: %d judge calls failed; rerun the command to retry them", st.id, failed)
         else:
             st.finish(flat_metrics(metrics))
     tracker.log("eval", st.stats)
@@ -249,11 +259,11 @@ def requests_stage(st: Stage, method: PairBuilder, targets: list[FeedbackRecord]
 def generate_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker, needed: bool) -> list[Completion]:
     """Sample iteration k's requests; return the completions when `needed` (the pairs are still to build)."""
     if not st.done:
-        st.finish(run_stage(cfg, rd.root, "generate", k, tracker))
+        st.finish(run_stage(cfg, rd.root, GENERATE, k, tracker))
     tracker.log("stage/generation", st.stats)
     if not needed:
         return []
-    return read_jsonl(rd.require(st.folder / "completions.jsonl", f"iter_{k}/generate"), Completion)
+    return read_jsonl(rd.require(st.folder / "completions.jsonl", st.id), Completion)
 
 
 def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[FeedbackRecord],
@@ -279,17 +289,14 @@ def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[Feedb
 
 
 def train_stage(st: Stage, cfg: Config, rd: RunDir, k: int, tracker: Tracker) -> None:
-    stats = run_stage(cfg, rd.root, "train", k, tracker)
+    stats = run_stage(cfg, rd.root, TRAIN, k, tracker)
     metrics = {"iteration": k, "experiment": experiment_name(cfg), "method": cfg.method.name,
                "data": cfg.data.name, "model": cfg.model.name, "setting": cfg.setting.name, "seed": cfg.seed,
                "policy_start": stats["policy_start"], "train": stats}
-    metrics.update({name: m.get("stats", {}) for name, m in read_markers(st.folder).items() if name != "train"})
+    metrics.update({name: m.get("stats", {}) for name, m in read_markers(st.folder).items() if name != TRAIN})
     write_json(st.folder / "metrics.json", metrics)
     tracker.log("stage/train", {**stats, **flat_signal(stats.get("signal", {}))})
     st.finish({key: v for key, v in stats.items() if key not in ("history", "signal")})
-
-
-_STOP = re.compile(r"^(?:iter_(\d+)/)?(\w+)$")
 
 
 def stop_here(cfg: Config, stage: str, k: int | None = None) -> bool:
@@ -297,11 +304,7 @@ def stop_here(cfg: Config, stage: str, k: int | None = None) -> bool:
     target = cfg.run.stop_after
     if not target:
         return False
-    if stage in ("prepare", "warm_start"):
-        hit = target == stage
-    else:
-        m = _STOP.match(target)
-        hit = m is not None and m.group(2) == stage and int(m.group(1) or 1) == k
+    hit = parse_stop_after(target) == (stage, k)
     if hit:
         log.info("stopping after %s (run.stop_after)", target)
     return hit

@@ -32,6 +32,7 @@ from drift_exp.config import Config
 from drift_exp.errors import ConfigError
 from drift_exp.generation.layout import Problem, choose_layout
 from drift_exp.model_shapes import Shape, ShapeUnknown, model_shape
+from drift_exp.names import experiment_name, iteration_folder
 
 log = logging.getLogger(__name__)
 GIB = 2**30
@@ -74,7 +75,7 @@ def visible_gpus() -> tuple[int, float | None]:
 
 def check(cfg: Config, run_dir: Path | None = None, runtime: bool = False) -> JobPlan:
     """Every preflight check of one job. runtime: GPUs as visible here (not the planned node's)."""
-    from drift_exp.config import environment_problems, experiment_name, validate
+    from drift_exp.config import environment_problems, validate
 
     job = JobPlan(experiment_name(cfg), [])
     problems, warnings = job.problems, job.warnings
@@ -236,11 +237,9 @@ def _disk(cfg: Config, shape: Shape | None, run_dir: Path | None, job: JobPlan, 
     if shape is None:
         return
     if run_dir is None:
-        from drift_exp.config import experiment_name
-
         run_dir = Path("outputs") / "sweeps" / cfg.run.sweep_name / experiment_name(cfg)
     # One 16-bit checkpoint per stage (warm start + K iterations); a checkpoint already there costs nothing more.
-    kept = [k for k in range(cfg.iterations + 1) if not (run_dir / f"iter_{k}" / "checkpoint").is_dir()]
+    kept = [k for k in range(cfg.iterations + 1) if not (run_dir / iteration_folder(k) / "checkpoint").is_dir()]
     job.disk_bytes = len(kept) * shape.weight_bytes()
     root = run_dir.resolve()
     while not root.exists():

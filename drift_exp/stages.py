@@ -44,12 +44,11 @@ from typing import Any
 from drift_exp.config import NO_LEGACY, resume_rule
 from drift_exp.credentials import scrub
 from drift_exp.errors import StageConflict, UserError
+from drift_exp.names import ITERATION_GLOB, LEAVES, TRAIN, folder_iteration, folder_stages, iteration_folder, stage_id
 from drift_exp.records import write_json
 
 log = logging.getLogger(__name__)
 
-LEAVES = ("eval",)  # stages no later stage reads: a changed config reruns just them
-ORDER = ("requests", "generate", "pairs", "train", "eval")  # iteration k >= 1; iteration 0: train, eval
 CHECKPOINT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                     "pytorch_model.bin.index.json")
 
@@ -128,7 +127,11 @@ class Stage:
         markers[self.name] = {"key": self.key, "config": _normal(self.section), "stats": self.stats}
         write_json(self.folder / "DONE", markers)
         self.done = True
-        _kill_hook(f"{self.folder.name}/{self.name}")
+        _kill_hook(self.id)
+
+    @property
+    def id(self) -> str:
+        return stage_id(self.folder.name, self.name)
 
 
 def read_markers(folder: Path) -> dict[str, Any]:
@@ -198,7 +201,7 @@ class RunDir:
             os.close(fd)  # closing the descriptor releases the lock
 
     def folder(self, k: int | None) -> Path:
-        return self.root / ("data" if k is None else f"iter_{k}")
+        return self.root / iteration_folder(k)
 
     def stage(self, k: int | None, name: str, parent: str, section: dict[str, Any]) -> Stage:
         """Look up stage `name` of iteration k (None: the prepare stage in data/). Reads only; call
@@ -210,7 +213,7 @@ class RunDir:
         self._checked.append(st)
         if old is None:
             return st
-        where = f"{folder.name}/{name}"
+        where = st.id
         changes = config_changes(old.get("config", {}), section)
         missing = next((s for s in earlier if not s.done), None)
         if not changes and missing is None:
@@ -219,7 +222,7 @@ class RunDir:
             return st
         if name in LEAVES:  # nothing depends on it: rerun it, keep everything else
             why = (f"config changed: {'; '.join(changes[:4])}" if changes
-                   else f"{missing.folder.name}/{missing.name} is not finished")
+                   else f"{missing.id} is not finished")
             log.info("%s: %s; it will run again", where, why)
             self._rerun.append(st)
             return st
@@ -227,7 +230,7 @@ class RunDir:
             what = f"was finished with a different config ({', '.join(changes[:8])})"
         else:
             assert missing is not None
-            what = (f"is recorded as finished, but {missing.folder.name}/{missing.name}, which it builds on, is "
+            what = (f"is recorded as finished, but {missing.id}, which it builds on, is "
                     "not (its DONE marker was removed?), so it would be made again under this stage")
         if not self.overwrite:
             raise StageConflict(
@@ -252,8 +255,8 @@ class RunDir:
         """The policy iteration k left behind: its checkpoint, or the base model when iteration 0's
         training was recorded as skipped. Never an older checkpoint: a missing one is an error."""
         folder = self.folder(k)
-        marker = read_markers(folder).get("train")
-        where = f"{folder.name}/train"
+        marker = read_markers(folder).get(TRAIN)
+        where = stage_id(k, TRAIN)
         if marker is None:
             raise DamagedRunDir(f"{self.root}: {where} has not finished (no 'train' entry in {folder / 'DONE'}), "
                                 f"but a later stage needs its checkpoint. Rerun the command to train it.")
@@ -279,11 +282,12 @@ class RunDir:
         """Remove stage `name` of iteration k and everything after it."""
         folder = self.folder(k)
         markers = read_markers(folder)
-        names = ["prepare"] if k is None else (["train", "eval"] if k == 0 else list(ORDER))
+        names = folder_stages(k)
         for later in names[names.index(name):]:
             markers.pop(later, None)
         write_json(folder / "DONE", markers)
         first_iter = 0 if k is None else k + 1
-        for sub in self.root.glob("iter_*"):
-            if sub.name.split("_")[1].isdigit() and int(sub.name.split("_")[1]) >= first_iter:
+        for sub in self.root.glob(ITERATION_GLOB):
+            k_sub = folder_iteration(sub.name)
+            if k_sub is not None and k_sub >= first_iter:
                 shutil.rmtree(sub)

@@ -93,10 +93,8 @@ def main(argv: Sequence[str]) -> None:
         for name, path in sweep_files().items():
             print(f"{name:10s} {path.read_text().splitlines()[1].lstrip('# ')}")
         return
-    from drift_exp.config import experiment_name
-
-    for job, cfg in compose_jobs(argv[0], argv[1:]):
-        print(f"{cfg.hydra.sweep.dir}/{experiment_name(cfg)}: {' '.join(job)}")
+    for job, cfg in compose_jobs(argv[0], argv[1:]):  # the subdir: drift_exp.names.experiment_name, via conf/
+        print(f"{cfg.hydra.sweep.dir}/{cfg.hydra.sweep.subdir}: {' '.join(job)}")
 
 
 if __name__ == "__main__":

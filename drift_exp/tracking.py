@@ -16,7 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from drift_exp.config import Config, TrackingMode, experiment_name
+from drift_exp.config import Config, TrackingMode
+from drift_exp.names import experiment_name, iteration_folder, iteration_run_name, wandb_job_type
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class Tracker:
         return "none" if self.mode == "disabled" else "wandb"
 
     def run_id(self, k: int) -> str:
-        id_file = self.run_dir / f"iter_{k}" / "wandb_id"
+        id_file = self.run_dir / iteration_folder(k) / "wandb_id"
         if not id_file.exists():
             id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(_new_run_id() + "\n")
@@ -65,13 +66,12 @@ class Tracker:
 
     def _identity(self, k: int) -> dict[str, Any]:
         c = self.cfg
-        name = experiment_name(c)
         return {
             "project": c.tracking.project,
             "entity": c.tracking.entity,
-            "group": name,
-            "name": f"{name}-iter{k}",
-            "job_type": "warm_start" if k == 0 else "iteration",
+            "group": experiment_name(c),
+            "name": iteration_run_name(c, k),
+            "job_type": wandb_job_type(k),
             "tags": [f"method:{c.method.name}", f"data:{c.data.name}", f"model:{c.model.name}",
                      f"setting:{c.setting.name}"],
             "id": self.run_id(k),

@@ -17,7 +17,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from drift_exp.config import Config, experiment_name
+from drift_exp.config import Config
+from drift_exp.names import BASE_FOLDER, TRAIN, WORKER_JOBS, iteration_run_name, stage_id
 from drift_exp.records import Completion, GenRequest, PreferencePair, read_jsonl, write_json, write_jsonl
 from drift_exp.stages import RunDir
 
@@ -81,7 +82,7 @@ def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
     epochs = cfg.trainer.warm_start_epochs if k == 0 else cfg.trainer.epochs
     t0 = time.time()
     stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, report_to,
-                      f"{experiment_name(cfg)}-iter{k}", f"iter_{k}/train", deepspeed_config=deepspeed_config)
+                      iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config)
     if stats is not None:  # the main process of a distributed run
         stats.update(reference=ref or policy, policy_start=policy, wall_s=round(time.time() - t0, 2))
         write_json(folder / "train_stats.json", stats)
@@ -100,7 +101,7 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     folder = rd.folder(k)
     policy = rd.checkpoint_after(k, base_model_path(cfg.model))
     metrics = run_benchmarks(cfg.eval, cfg.generation, cfg.model.dtype, replace(cfg.scorer, path=scorer_path(cfg)),
-                             policy, folder / "eval", f"{experiment_name(cfg)}-iter{k}", cfg.seed)
+                             policy, folder / "eval", iteration_run_name(cfg, k), cfg.seed)
     write_json(folder / "eval_stats.json", metrics)
     return metrics
 
@@ -113,7 +114,7 @@ def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from drift_exp.evaluation import evaluate as run_benchmarks
     from drift_exp.models import base_model_path
 
-    folder = Path(run_dir) / "base"
+    folder = Path(run_dir) / BASE_FOLDER
     metrics = run_benchmarks(cfg.eval, cfg.generation, cfg.model.dtype, replace(cfg.scorer, path=scorer_path(cfg)),
                              base_model_path(cfg.model), folder / "eval", f"{cfg.model.name}-base", cfg.seed)
     write_json(folder / "base_eval_stats.json", metrics)
@@ -137,7 +138,7 @@ def generation_stats(completions: list[Completion], seconds: float) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("stage", choices=["generate", "train", "eval", "base_eval"])
+    parser.add_argument("stage", choices=WORKER_JOBS)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--iteration", type=int, required=True)
     parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")

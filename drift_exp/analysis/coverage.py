@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from drift_exp.analysis.topography import average_shares, topography
+from drift_exp.names import ITERATION_GLOB, folder_iteration, iteration_folder
 
 log = logging.getLogger("drift_exp.analysis.coverage")
 
@@ -80,10 +81,10 @@ def load_config(run_dir: Path):
 def final_checkpoint(run_dir: Path) -> tuple[int, Path]:
     """(K, iter_K/checkpoint) for the highest K with a saved checkpoint."""
     found = []
-    for sub in run_dir.glob("iter_*"):
-        k = sub.name.split("_", 1)[1]
-        if k.isdigit() and (sub / "checkpoint" / "config.json").exists():
-            found.append((int(k), sub / "checkpoint"))
+    for sub in run_dir.glob(ITERATION_GLOB):
+        k = folder_iteration(sub.name)
+        if k is not None and (sub / "checkpoint" / "config.json").exists():
+            found.append((k, sub / "checkpoint"))
     if not found:
         raise SystemExit(f"{run_dir}: no iter_k/checkpoint with a config.json; has the run trained?")
     return max(found)
@@ -93,7 +94,7 @@ def describe_runs(run_dirs: list[Path]) -> list[RunInfo]:
     runs = []
     for rd in run_dirs:
         k, ckpt = final_checkpoint(rd)
-        metrics = rd / f"iter_{k}" / "metrics.json"
+        metrics = rd / iteration_folder(k) / "metrics.json"
         method = json.loads(metrics.read_text()).get("method") if metrics.exists() else None
         method = method or load_config(rd).method.name
         runs.append(RunInfo(method, str(rd), str(ckpt), k, method))

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from drift_exp.cachedir import cache_root
+from drift_exp.names import BASE_EVAL, BASE_FOLDER, EVAL, experiment_name
 from drift_exp.records import write_json
 from drift_exp.stages import Stage, key_of, read_markers
 
 log = logging.getLogger(__name__)
 
 VERSION = 1  # bump when what a base evaluation writes changes
-FOLDER = "base"
 
 
 def eval_identity(cfg: Any) -> dict[str, Any]:
@@ -59,16 +59,16 @@ def cache_key(identity: dict[str, Any]) -> str:
 
 def base_stage(root: Path, section: dict[str, Any]) -> Stage:
     """The base/ stage of a run directory. Nothing depends on it, so a changed config reruns just it."""
-    folder = Path(root) / FOLDER
+    folder = Path(root) / BASE_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    st = Stage(folder, "eval", key_of("", section), section)
-    old = read_markers(folder).get("eval")
+    st = Stage(folder, EVAL, key_of("", section), section)
+    old = read_markers(folder).get(EVAL)
     if old is not None and old.get("key") == st.key:
         st.done, st.stats = True, old.get("stats", {})
-        log.info("%s/eval: done, reusing it", FOLDER)
+        log.info("%s: done, reusing it", st.id)
     elif old is not None:
-        log.info("%s/eval: config changed, running it again", FOLDER)
-        write_json(folder / "DONE", {k: v for k, v in read_markers(folder).items() if k != "eval"})
+        log.info("%s: config changed, running it again", st.id)
+        write_json(folder / "DONE", {k: v for k, v in read_markers(folder).items() if k != EVAL})
     return st
 
 
@@ -141,7 +141,6 @@ def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
     cfg: drift_exp.config.Config; tracker: drift_exp.tracking.Tracker (no run open)."""
     if not cfg.eval.benchmarks or not cfg.eval.base_model:
         return
-    from drift_exp.config import experiment_name
     from drift_exp.evaluation import flat_metrics
     from drift_exp.launch import run_stage
 
@@ -151,16 +150,16 @@ def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
         return
     # No W&B run of its own: the warm start logs these numbers into iteration 0's run (base_stats).
     metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval",
-                                       lambda: run_stage(cfg, Path(root), "base_eval", 0, tracker))
-    write_json(st.folder / "metrics.json", {"stage": "base", "experiment": experiment_name(cfg),
+                                       lambda: run_stage(cfg, Path(root), BASE_EVAL, 0, tracker))
+    write_json(st.folder / "metrics.json", {"stage": BASE_FOLDER, "experiment": experiment_name(cfg),
                                             "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
                                             "eval": metrics, "shared": shared})
     if complete(metrics):
         st.finish({**flat_metrics(metrics), "reused": shared["reused"]})
     else:  # left unfinished: a rerun sends only the failed judge calls (the others are cached)
-        log.warning("base/eval: some judge calls failed; rerun the command to retry them")
+        log.warning("%s: some judge calls failed; rerun the command to retry them", st.id)
 
 
 def base_stats(root: Path) -> dict[str, Any]:
     """The finished base evaluation's numbers (flat, for W&B), or {} when there is none."""
-    return read_markers(Path(root) / FOLDER).get("eval", {}).get("stats", {})
+    return read_markers(Path(root) / BASE_FOLDER).get(EVAL, {}).get("stats", {})

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from importlib import import_module
 from typing import Protocol
 
 from drift_exp.config import MethodConfig
+from drift_exp.names import METHOD_KINDS
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
@@ -42,19 +44,10 @@ def is_ultrafeedback(records: list[FeedbackRecord]) -> bool:
 
 
 def build_method(cfg: MethodConfig) -> PairBuilder:
-    if cfg.kind == "drift":
-        from drift_exp.methods.drift import Drift
-
-        return Drift(cfg)
-    if cfg.kind == "spin":
-        from drift_exp.methods.spin import Spin
-
-        return Spin(cfg)
-    if cfg.kind == "iterdpo":
-        from drift_exp.methods.iterdpo import IterDPO
-
-        return IterDPO(cfg)
-    raise ValueError(f"method.kind={cfg.kind!r} is not implemented")
+    """The pair builder of method.kind: PAIR_BUILDER of drift_exp/methods/<kind>.py (the kinds: drift_exp.names)."""
+    if cfg.kind not in METHOD_KINDS:
+        raise ValueError(f"method.kind={cfg.kind!r} is not implemented")
+    return import_module(f"{__name__}.{cfg.kind}").PAIR_BUILDER(cfg)  # imported on use: they import this package
 
 
 def seed_pairs(records: list[FeedbackRecord]) -> list[PreferencePair]:

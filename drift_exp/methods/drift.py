@@ -39,3 +39,6 @@ class Drift:
                for rec, i, text in each_sample(records, completions, self.stats)]
         self.stats["pairs"] = len(out)
         return out
+
+
+PAIR_BUILDER = Drift  # build_method's entry point for method.kind=drift

@@ -93,3 +93,6 @@ class IterDPO:
                                 chosen_from="policy_ranked_higher", rejected_from="policy_ranked_lower",
                                 score_chosen=sc, score_rejected=sr, chosen_index=ci, rejected_index=ri))
         return out
+
+
+PAIR_BUILDER = IterDPO  # build_method's entry point for method.kind=iterdpo

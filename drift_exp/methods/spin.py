@@ -33,3 +33,6 @@ class Spin:
                for rec, i, text in each_sample(records, completions, self.stats)]
         self.stats["pairs"] = len(out)
         return out
+
+
+PAIR_BUILDER = Spin  # build_method's entry point for method.kind=spin

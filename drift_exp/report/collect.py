@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from drift_exp.errors import UserError
+from drift_exp.names import BASE_FOLDER, ITERATION_GLOB, folder_iteration, parse_experiment_name
 
 
 class ReportError(UserError):
@@ -47,9 +47,6 @@ def value_at(obj: Any, path: tuple[str, ...]) -> Any:
     return obj
 
 
-_NAME = re.compile(r"^(?P<data>[^-]+)-(?P<model>[^-]+)-(?P<method>.+)-(?P<setting>[^-]+)-s(?P<seed>\d+)$")
-
-
 def identity(run_dir: Path) -> dict[str, Any]:
     """data/model/method/setting/seed of a run: its config.yaml, else its directory name."""
     for cfg_path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
@@ -59,17 +56,17 @@ def identity(run_dir: Path) -> dict[str, Any]:
                     "method": value_at(cfg, ("method", "name")), "setting": value_at(cfg, ("setting", "name")),
                     "seed": cfg.get("seed"), "sweep": value_at(cfg, ("run", "sweep_name")),
                     "tracking": cfg.get("tracking") or {}}
-    m = _NAME.match(run_dir.name)
-    if not m:
+    parsed = parse_experiment_name(run_dir.name)
+    if parsed is None:
         raise ReportError(f"{run_dir}: no config.yaml and the name is not <data>-<model>-<method>-<setting>-s<seed>")
-    return {**m.groupdict(), "seed": int(m["seed"]), "sweep": None, "tracking": {}}
+    return {**parsed._asdict(), "sweep": None, "tracking": {}}
 
 
 def find_runs(path: Path) -> list[Path]:
     """Run directories at or under `path` (a run, a sweep folder or outputs/): those holding iter_*/metrics.json."""
     if not path.exists():
         raise ReportError(f"{path}: no such directory")
-    runs = {p.parent.parent for p in path.glob("**/iter_*/metrics.json") if "wandb" not in p.parts}
+    runs = {p.parent.parent for p in path.glob(f"**/{ITERATION_GLOB}/metrics.json") if "wandb" not in p.parts}
     return sorted(runs)
 
 
@@ -79,10 +76,10 @@ def read_run(run_dir: Path) -> list[Record]:
     start, written by drift_exp.evaluation.base; the same numbers in every job of a sweep)."""
     ident = identity(run_dir)
     records = []
-    files = [(p, int(p.parent.name.split("_")[1])) for p in run_dir.glob("iter_*/metrics.json")
-             if re.fullmatch(r"iter_\d+", p.parent.name)]
-    if (run_dir / "base" / "metrics.json").exists():
-        files.append((run_dir / "base" / "metrics.json", -1))
+    files = [(p, folder_iteration(p.parent.name)) for p in run_dir.glob(f"{ITERATION_GLOB}/metrics.json")
+             if folder_iteration(p.parent.name) is not None]
+    if (run_dir / BASE_FOLDER / "metrics.json").exists():
+        files.append((run_dir / BASE_FOLDER / "metrics.json", -1))
     for path, k in sorted(files, key=lambda f: f[1]):
         try:
             metrics = json.loads(path.read_text())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from drift_exp.names import WANDB_JOB_TYPES
 from drift_exp.report.collect import Record, ReportError, value_at
 
 HISTORY_KEYS = ("train/loss", "train/rewards/chosen", "train/rewards/rejected")
@@ -49,7 +50,7 @@ def _unflatten(flat: dict[str, Any], prefixes: tuple[str, ...]) -> dict[str, Any
 def run_to_record(run: Any, path: str, with_history: bool = True) -> Record | None:
     """A W&B run of drift_exp.tracking as a Record; None for runs that are not an iteration (e.g. a report)."""
     cfg = dict(run.config)
-    if run.job_type not in ("warm_start", "iteration") or "iteration" not in cfg:
+    if run.job_type not in WANDB_JOB_TYPES or "iteration" not in cfg:
         return None
     summary = {k: v for k, v in dict(run.summary_metrics).items() if not k.startswith("_")}
     k = int(cfg["iteration"])

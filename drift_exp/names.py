@@ -1,0 +1,178 @@
+"""Every name drift_exp gives to a thing on disk or in the config, defined once.
+
+- The experiment name `<data>-<model>-<method>-<setting>-s<seed>`: the run directory (Hydra's
+  `hydra.run.dir` / `hydra.sweep.subdir` call :func:`experiment_name` through the OmegaConf resolver
+  registered here), the W&B group, and what the report reads back (:func:`parse_experiment_name`).
+- The stages and their ids: `data/prepare`, `iter_<k>/<stage>`, `base/eval`; `run.stop_after` values.
+- The method kinds: each one is the module `drift_exp/methods/<kind>.py`.
+
+A low layer: no drift_exp module and nothing heavy is imported here, so config, the pipeline, the
+report and the workers can all use it.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+from omegaconf import OmegaConf
+
+# ---------------------------------------------------------------------------------------------------
+# Experiment names
+
+
+class _Part(NamedTuple):
+    field: str  # the parsed name's field
+    key: str  # where the config holds it
+    prefix: str  # written before the value
+    pattern: str  # what the value may look like when a name is parsed back
+
+
+SEPARATOR = "-"
+# Parts are joined by '-', so a name is only unambiguous when at most one part may hold a '-': that is
+# the method label (drift-unguided, iterdpo-unguided); the data, model and setting labels are read
+# without one (validate allows a '-' there; such a run is still found by its config.yaml, not its name).
+_PARTS = (
+    _Part("data", "data.name", "", r"[^-]+"),
+    _Part("model", "model.name", "", r"[^-]+"),
+    _Part("method", "method.name", "", r".+"),
+    _Part("setting", "setting.name", "", r"[^-]+"),
+    _Part("seed", "seed", "s", r"\d+"),
+)
+_NAME = re.compile("^" + re.escape(SEPARATOR).join(f"{re.escape(p.prefix)}(?P<{p.field}>{p.pattern})"
+                                                       for p in _PARTS) + "$")
+# The characters validate allows in a label that becomes part of the run directory's name.
+LABEL = re.compile(r"[A-Za-z0-9_.+-]+")
+LABEL_KEYS = tuple(p.key for p in _PARTS if p.key.endswith(".name"))
+
+
+class Experiment(NamedTuple):
+    """What an experiment name says."""
+
+    data: str
+    model: str
+    method: str
+    setting: str
+    seed: int
+
+
+def make_experiment_name(data: str, model: str, method: str, setting: str, seed: int) -> str:
+    """The name of one experiment: its run directory's name and its W&B group."""
+    values = Experiment(data, model, method, setting, seed)._asdict()
+    return SEPARATOR.join(f"{p.prefix}{values[p.field]}" for p in _PARTS)
+
+
+def parse_experiment_name(name: str) -> Experiment | None:
+    """The parts of a name :func:`make_experiment_name` made; None when `name` is not one."""
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    return Experiment(**{**m.groupdict(), "seed": int(m["seed"])})
+
+
+def _select(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def experiment_name(cfg: Any) -> str:
+    """The experiment name of a config (the Config dataclass or a composed DictConfig)."""
+    return make_experiment_name(**{p.field: _select(cfg, p.key) for p in _PARTS})
+
+
+RESOLVER = "drift_exp.experiment_name"
+
+
+def _resolve_experiment_name(*, _root_: Any) -> str:
+    return experiment_name(_root_)
+
+
+def register_resolvers() -> None:
+    """Let conf/config.yaml write `${drift_exp.experiment_name:}` (Hydra's run dir and sweep subdir).
+    Idempotent; runs when this module is first imported, and again wherever a config is composed."""
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, _resolve_experiment_name)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Stages and their ids
+
+PREPARE = "prepare"  # extract the records (folder data/)
+WARM_START = "warm_start"  # iteration 0 (a run.stop_after value; its stages are train and eval)
+REQUESTS, GENERATE, PAIRS, TRAIN, EVAL = "requests", "generate", "pairs", "train", "eval"
+ITERATION_STAGES = (REQUESTS, GENERATE, PAIRS, TRAIN, EVAL)  # iteration k >= 1, in pipeline order
+WARM_START_STAGES = (TRAIN, EVAL)  # iteration 0
+LEAVES = (EVAL,)  # stages no later stage reads: a changed config reruns just them
+DATA_FOLDER = "data"  # the prepare stage's folder
+BASE_FOLDER = "base"  # the untouched model's evaluation (drift_exp.evaluation.base)
+BASE_EVAL = "base_eval"  # the worker job that evaluates it
+WORKER_JOBS = (GENERATE, TRAIN, EVAL, BASE_EVAL)  # python -m drift_exp.worker <job>
+_ITERATION_PREFIX = "iter_"
+_ITER = re.compile(re.escape(_ITERATION_PREFIX) + r"(\d+)")
+ITERATION_GLOB = f"{_ITERATION_PREFIX}*"  # every iteration folder (and possibly more: check with folder_iteration)
+
+
+def iteration_folder(k: int | None) -> str:
+    """The folder of iteration k in a run directory; None: the prepare stage's."""
+    return DATA_FOLDER if k is None else f"{_ITERATION_PREFIX}{k}"
+
+
+def folder_iteration(folder: str) -> int | None:
+    """k of an `iter_<k>` folder name; None for any other name."""
+    m = _ITER.fullmatch(folder)
+    return int(m[1]) if m else None
+
+
+def stage_id(k: int | str | None, stage: str) -> str:
+    """How logs, errors and DRIFT_EXP_KILL_AT name a stage: data/prepare, iter_<k>/<stage>, base/eval.
+    k: the iteration, None for the prepare stage, or a folder's name (base)."""
+    return f"{k if isinstance(k, str) else iteration_folder(k)}/{stage}"
+
+
+def iteration_run_name(cfg: Any, k: int) -> str:
+    """The W&B run (and TRL run_name / judge output name) of iteration k: <experiment>-iter<k>."""
+    return f"{experiment_name(cfg)}-iter{k}"
+
+
+# W&B job types: iteration 0 and every later one (the report reads back only these).
+WANDB_JOB_TYPES = (WARM_START, "iteration")
+
+
+def wandb_job_type(k: int) -> str:
+    return WANDB_JOB_TYPES[0] if k == 0 else WANDB_JOB_TYPES[1]
+
+
+def folder_stages(k: int | None) -> tuple[str, ...]:
+    """The stages of iteration k's folder, in pipeline order (None: the prepare folder)."""
+    return (PREPARE,) if k is None else WARM_START_STAGES if k == 0 else ITERATION_STAGES
+
+
+class StopPoint(NamedTuple):
+    stage: str  # prepare, warm_start or one of ITERATION_STAGES
+    iteration: int | None  # None for prepare / warm_start; a bare iteration stage means iteration 1
+
+
+_STOP_AFTER = re.compile(rf"(?:{_ITER.pattern}/)?(\w+)")
+
+
+def parse_stop_after(value: str) -> StopPoint | None:
+    """A run.stop_after value: prepare, warm_start, <stage> or iter_<k>/<stage>; None when it is none of them."""
+    m = _STOP_AFTER.fullmatch(value)
+    if m is None:
+        return None
+    k, stage = m[1], m[2]
+    if stage in (PREPARE, WARM_START) and k is None:
+        return StopPoint(stage, None)
+    if stage in ITERATION_STAGES:
+        return StopPoint(stage, int(k) if k is not None else 1)
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Methods
+
+# Each kind is the pair builder of drift_exp/methods/<kind>.py (its PAIR_BUILDER).
+METHOD_KINDS = ("drift", "spin", "iterdpo")
+
+register_resolvers()  # a SLURM job (submitit) resolves the sweep subdir in a process that composed nothing
