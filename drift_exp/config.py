@@ -21,6 +21,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
+from drift_exp.config_groups import register_sweeps
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
 from drift_exp.packaged import gguf_file_of
@@ -328,8 +329,6 @@ def _defaults() -> Config:
 
 def register_configs() -> None:
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
-    from drift_exp.sweeps import register_sweeps
-
     register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
 
 
