@@ -11,6 +11,8 @@ import ast
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = "drift_exp"
 SRC = Path(__file__).resolve().parents[1] / PACKAGE
 
@@ -23,11 +25,13 @@ LAYERS: list[tuple[str, list[str]]] = [
         "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
-        "config", "config_groups", "sweeps", "evaluation", "evaluation.config", "models", "model_shapes"]),
+        "config", "config_groups", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
+        "model_shapes"]),
     ("building blocks", [
-        "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "hub", "preview", "provenance"]),
+        "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
+        "provenance"]),
     ("orchestration: run directory, stage jobs, preflight, analyses", [
-        "stages", "tracking", "launch", "worker", "plan", "analysis", "report",
+        "stages", "launch", "worker", "plan", "analysis", "report",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
     ("entry points", ["pipeline", "__main__"]),
 ]
@@ -47,15 +51,25 @@ def module_files(src: Path = SRC) -> dict[str, Path]:
     return mods
 
 
+def _is_dynamic_import(node: ast.AST) -> bool:
+    """A call of importlib.import_module or __import__."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (isinstance(func, ast.Name) and func.id in ("import_module", "__import__")) or (
+        isinstance(func, ast.Attribute) and func.attr == "import_module")
+
+
 def _runtime_imports(tree: ast.Module):
-    """Every Import/ImportFrom node that can run: anywhere in the file except under `if TYPE_CHECKING:`."""
+    """Every import statement or import_module/__import__ call that can run: anywhere in the file except under
+    `if TYPE_CHECKING:`."""
     stack: list[ast.AST] = [tree]
     while stack:
         node = stack.pop()
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             stack.extend(node.orelse)
             continue
-        if isinstance(node, ast.Import | ast.ImportFrom):
+        if isinstance(node, ast.Import | ast.ImportFrom) or _is_dynamic_import(node):
             yield node
         stack.extend(ast.iter_child_nodes(node))
 
@@ -86,7 +100,9 @@ def import_graph(mods: dict[str, Path] | None = None) -> dict[str, set[str]]:
     for mod, path in mods.items():
         package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
         for node in _runtime_imports(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.Import):
+            if isinstance(node, ast.Call):
+                targets = _dynamic_targets(node, mod, package, mods, path)
+            elif isinstance(node, ast.Import):
                 targets = [_owner(alias.name, mods) for alias in node.names]
             else:
                 base = node.module or ""
@@ -100,6 +116,32 @@ def import_graph(mods: dict[str, Path] | None = None) -> dict[str, set[str]]:
                          and a != mod and a not in _ancestors(mod)]
                 graph[mod].update(t for t in (target, *inits) if t != mod)
     return graph
+
+
+def _dynamic_targets(call: ast.Call, mod: str, package: str, mods: dict[str, Path], path: Path) -> list[str]:
+    """The modules of ours an import_module call can import: its constant name, or for a name built as
+    f"{__name__}.{kind}" (a registry) every module under that prefix. A name the graph cannot read is an error:
+    the checks here would miss what it imports."""
+    arg = call.args[0] if call.args else None
+    parts = arg.values if isinstance(arg, ast.JoinedStr) else [arg]
+    prefix, whole = "", True
+    for part in parts:
+        if isinstance(part, ast.Constant) and isinstance(part.value, str):
+            prefix += part.value
+        elif isinstance(part, ast.FormattedValue) and isinstance(part.value, ast.Name) \
+                and part.value.id in ("__name__", "__package__"):
+            prefix += mod if part.value.id == "__name__" else package
+        else:
+            whole = False
+            break
+    if whole and prefix:
+        return [t for t in [_owner(prefix, mods)] if t]
+    if prefix.startswith(PACKAGE + "."):
+        return [m for m in mods if m.startswith(prefix)]
+    if prefix and not prefix.startswith(PACKAGE):
+        return []  # a third-party module
+    raise ValueError(f"{path}:{call.lineno}: {ast.unparse(call)} imports a module whose name the import graph "
+                     "cannot read; import it by name (or build the name as f'{__name__}.<x>')")
 
 
 def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -226,24 +268,27 @@ def test_generation_scoring_evaluation_never_import_training():
     assert not bad, "imports of drift_exp.training / drift_exp.pipeline from below them:\n" + "\n".join(bad)
 
 
-def test_graph_sees_lazy_relative_and_submodule_imports(tmp_path):
-    """The checks above can fail: a lazy import closing a cycle, `from pkg import sub`, a relative import
-    and a package __init__ run by importing its submodule are all edges."""
+def test_graph_sees_lazy_relative_submodule_and_registry_imports(tmp_path):
+    """The checks above can fail: a lazy import closing a cycle, `from pkg import sub`, a relative import, a
+    package __init__ run by importing its submodule and a registry's import_module(f"{__name__}.{kind}") are all
+    edges; a type-only import is not; an import_module whose name cannot be read is refused."""
     pkg = tmp_path / PACKAGE
     (pkg / "sub").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
     (pkg / "low.py").write_text("def f():\n    from drift_exp.sub import deep\n")
-    (pkg / "sub" / "__init__.py").write_text("from . import deep\n")
+    (pkg / "sub" / "__init__.py").write_text("from importlib import import_module\n\n"
+                                             "def build(kind):\n    return import_module(f'{__name__}.{kind}')\n")
     (pkg / "sub" / "deep.py").write_text("from ..low import f\nfrom drift_exp import errors\n")
     (pkg / "errors.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import drift_exp.low\n")
+    low, sub, deep, errors = (f"{PACKAGE}.{m}" for m in ("low", "sub", "sub.deep", "errors"))
     graph = import_graph(module_files(pkg))
-    assert graph == {PACKAGE: set(), f"{PACKAGE}.low": {f"{PACKAGE}.sub", f"{PACKAGE}.sub.deep"},
-                     f"{PACKAGE}.sub": {f"{PACKAGE}.sub.deep"},
-                     f"{PACKAGE}.sub.deep": {f"{PACKAGE}.low", f"{PACKAGE}.errors"}, f"{PACKAGE}.errors": set()}
-    low, sub, deep = f"{PACKAGE}.low", f"{PACKAGE}.sub", f"{PACKAGE}.sub.deep"
+    assert graph == {PACKAGE: set(), low: {sub, deep}, sub: {deep}, deep: {low, errors}, errors: set()}
     assert find_cycles(graph) == [[low, deep, low], [sub, deep, low, sub]]
-    assert layer_violations({f"{PACKAGE}.errors": {f"{PACKAGE}.config"}, f"{PACKAGE}.config": set()})
+    assert layer_violations({errors: {f"{PACKAGE}.config"}, f"{PACKAGE}.config": set()})
     assert training_imports({f"{PACKAGE}.generation.hf": {f"{PACKAGE}.training.dpo"}})
+    (pkg / "low.py").write_text("import importlib\n\ndef f(name):\n    return importlib.import_module(name)\n")
+    with pytest.raises(ValueError, match="low.py:4: .*cannot read"):
+        import_graph(module_files(pkg))
 
 
 if __name__ == "__main__":
