@@ -22,6 +22,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
+from drift_exp.config_groups import register_sweeps
 from drift_exp.decoding import DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
@@ -339,8 +340,6 @@ def register_configs() -> None:
     """Everything Hydra needs before it composes conf/config.yaml (idempotent)."""
     register_resolvers()  # ${drift_exp.experiment_name:} in hydra.run.dir / hydra.sweep.subdir
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
-    from drift_exp.sweeps import register_sweeps
-
     register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
 
 

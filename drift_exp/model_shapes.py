@@ -18,6 +18,18 @@ from drift_exp.config import TinyModelConfig
 
 
 @dataclass(frozen=True)
+class ModelShape:
+    """What the memory estimate needs of a decoder-only model (values from the model's config.json)."""
+
+    params: float
+    hidden: int
+    intermediate: int
+    layers: int
+    kv_dim: int  # num_key_value_heads x head_dim
+    vocab: int
+
+
+@dataclass(frozen=True)
 class Shape:
     params: float  # parameters of the checkpoint as loaded (embeddings included)
     hidden: int
@@ -36,10 +48,8 @@ class Shape:
     def weight_bytes(self, dtype_bytes: int = 2) -> float:
         return self.params * dtype_bytes
 
-    def training(self):
+    def training(self) -> ModelShape:
         """The subset `drift_exp.training.deepspeed.estimate_gpu_memory` reads."""
-        from drift_exp.training.deepspeed import ModelShape
-
         return ModelShape(params=self.params, hidden=self.hidden, intermediate=self.intermediate, layers=self.layers,
                           kv_dim=self.kv_heads * self.head_dim, vocab=self.vocab)
 

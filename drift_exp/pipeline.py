@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, result_fields, scorer_path
 from drift_exp.credentials import saved_config
-from drift_exp.data import detect_format, load_records, select_records
+from drift_exp.data.load import detect_format, load_records, select_records
 from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics

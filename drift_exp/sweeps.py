@@ -11,8 +11,8 @@ conf/method/*.yaml and conf/setting/*.yaml. A command-line `model=`, `data=`, `m
 still wins: Hydra applies command-line overrides after every defaults list, and its BasicSweeper
 replaces a swept key of `hydra.sweeper.params` by the same key given on the command line.
 
-The files are registered from this package's checkout (the `sweeps/` and `conf/` folders beside it),
-so the group resolves from any working directory. `python -m drift_exp.sweeps [NAME [OVERRIDES...]]`
+`drift_exp.config_groups` registers the files from this package's checkout (the `sweeps/` and `conf/` folders
+beside it), so the group resolves from any working directory. `python -m drift_exp.sweeps [NAME [OVERRIDES...]]`
 lists the sweeps, or one sweep's jobs, without running anything.
 """
 
@@ -20,31 +20,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEPS_DIR = ROOT / "sweeps"
-CONF_DIR = ROOT / "conf"
+from drift_exp.config_groups import CONF_DIR, SWEEPS_DIR, register_sweeps, sweep_files
 
-
-def sweep_files() -> dict[str, Path]:
-    """Sweep name -> YAML file, sorted by name."""
-    return {p.stem: p for p in sorted(SWEEPS_DIR.glob("*.yaml"))}
-
-
-def register_sweeps() -> None:
-    """Store every sweeps/*.yaml as `sweep/<stem>` and every method x setting pair as `cell/<method>-<setting>`."""
-    cs = ConfigStore.instance()
-    for name, path in sweep_files().items():
-        cs.store(group="sweep", name=name, node=OmegaConf.load(path), package="_global_")
-    options = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("method", "setting")}
-    for method in options["method"]:
-        for setting in options["setting"]:
-            node = OmegaConf.create({"defaults": [{"override /method": method}, {"override /setting": setting}]})
-            cs.store(group="cell", name=f"{method}-{setting}", node=node, package="_global_")
+__all__ = ["CONF_DIR", "SWEEPS_DIR", "compose_jobs", "register_sweeps", "sweep_files", "sweep_jobs"]
 
 
 def _loader(name: str, overrides: Sequence[str]):

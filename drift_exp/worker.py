@@ -94,7 +94,7 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     from dataclasses import replace
 
     from drift_exp.config import scorer_path
-    from drift_exp.evaluation import evaluate as run_benchmarks
+    from drift_exp.evaluation.stage import evaluate as run_benchmarks
     from drift_exp.models import base_model_path
 
     rd = RunDir(run_dir, overwrite=False)
@@ -111,7 +111,7 @@ def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
     from dataclasses import replace
 
     from drift_exp.config import scorer_path
-    from drift_exp.evaluation import evaluate as run_benchmarks
+    from drift_exp.evaluation.stage import evaluate as run_benchmarks
     from drift_exp.models import base_model_path
 
     folder = Path(run_dir) / BASE_FOLDER

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import load_records
+from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
 
 

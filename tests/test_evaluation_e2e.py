@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from drift_exp.config import GenerationConfig, ScorerConfig, TinyModelConfig
-from drift_exp.evaluation import EvalConfig, JudgeConfig, evaluate
+from drift_exp.evaluation import EvalConfig, JudgeConfig
 from drift_exp.evaluation.benchmarks import load_alpaca_eval, load_proxy_prompts, load_wildbench
 from drift_exp.evaluation.config import WildBenchConfig
 from drift_exp.evaluation.fetch import FetchError
+from drift_exp.evaluation.stage import evaluate
 from drift_exp.evaluation.wb_metrics import GROUPS
 from drift_exp.evaluation.wildbench import checklist_digest
 

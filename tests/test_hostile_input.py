@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import guard, load_records
+from drift_exp.data import guard
+from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
 from drift_exp.records import Completion, read_jsonl
 

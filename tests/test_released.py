@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from drift_exp.config import DataConfig
-from drift_exp.data import load_records
+from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
 
 FOLDER = Path(__file__).parent / "fixtures" / "released"

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import SAMPLE_DIR, cache, load_records, stream, wildfeedback
+from drift_exp.data import SAMPLE_DIR, cache, stream, wildfeedback
+from drift_exp.data.load import load_records
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wildfeedback_small.json"
 FILES = [SAMPLE_DIR / "sat_dsat_annotation.json", FIXTURE]

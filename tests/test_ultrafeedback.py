@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from drift_exp.config import DataConfig, OnInvalid, register_configs, validate
-from drift_exp.data import SAMPLE_DIR, load_records, ultrafeedback
+from drift_exp.data import SAMPLE_DIR, ultrafeedback
+from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
 
 from .conftest import CONF

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from drift_exp.config import DataConfig, OnInvalid
-from drift_exp.data import SAMPLE_DIR, load_records
+from drift_exp.data import SAMPLE_DIR
+from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "wildfeedback_small.json"

@@ -1,4 +1,4 @@
-"""The evaluation stage (drift_exp.evaluation.evaluate): benchmark outputs, and scores where a judge
+"""The evaluation stage (`evaluate`): benchmark outputs, and scores where a judge
 is configured, for one policy.
 
     evaluate(...) -> out_dir/

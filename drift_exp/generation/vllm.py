@@ -29,13 +29,12 @@ that trains afterwards, is best-effort only.
 from __future__ import annotations
 
 import gc
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation import prompt_ids, reply_text
+from drift_exp.generation.base import prompt_ids, reply_text, request_seed
 from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 
@@ -78,12 +77,6 @@ def stop_token_ids(model_path: str, tokenizer) -> list[int]:
     eos = gen.eos_token_id
     ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
     return sorted(i for i in ids if i is not None)
-
-
-def request_seed(seed: int, index: int) -> int:
-    """A per-request seed: reproducible, distinct across requests and across run seeds (not seed+index)."""
-    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: Sequence[int] = (),

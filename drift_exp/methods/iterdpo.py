@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 
 from drift_exp.config import MethodConfig
-from drift_exp.methods import is_ultrafeedback, pair
+from drift_exp.methods.base import is_ultrafeedback, pair
 from drift_exp.methods.prompts import guided_request, plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 from drift_exp.scoring import question_text

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 from drift_exp.config import MethodConfig
-from drift_exp.methods import each_sample, is_ultrafeedback, pair
+from drift_exp.methods.base import each_sample, is_ultrafeedback, pair
 from drift_exp.methods.prompts import plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 

@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from drift_exp.errors import ConfigError
+from drift_exp.model_shapes import ModelShape
 
 OFFLOAD_CHOICES = (None, "optimizer", "all")  # all = optimizer states and parameters
 
@@ -134,18 +134,6 @@ def write_zero3_config(path: str | os.PathLike[str], trainer_cfg: _TrainerLike, 
 
 
 # ----------------------------------------------------------------------------------------------- memory plan
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the memory estimate needs of a decoder-only model (values from the model's config.json)."""
-
-    params: float
-    hidden: int
-    intermediate: int
-    layers: int
-    kv_dim: int  # num_key_value_heads x head_dim
-    vocab: int
 
 
 QWEN25 = {  # Qwen/Qwen2.5-{7B,14B}-Instruct config.json; untied embeddings
