@@ -27,6 +27,7 @@ from drift_exp.decoding import DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
 from drift_exp.names import (
+    DATA_FORMATS,
     ITERATION_STAGES,
     LABEL,
     LABEL_KEYS,
@@ -346,7 +347,6 @@ def register_configs() -> None:
 GENERATION_BACKENDS = ("hf", "vllm")
 LAUNCHERS = ("inline", "local", "slurm")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
 
 
 def validate(cfg: Config, environment: bool = True) -> None:

@@ -175,4 +175,12 @@ def parse_stop_after(value: str) -> StopPoint | None:
 # Each kind is the pair builder of drift_exp/methods/<kind>.py (its PAIR_BUILDER).
 METHOD_KINDS = ("drift", "spin", "iterdpo")
 
+
+# ---------------------------------------------------------------------------------------------------
+# Data formats
+
+# data.format: each one a reader in drift_exp/data/load.py's READERS; auto picks annotation or released from
+# what the source looks like (WildFeedback only).
+DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
+
 register_resolvers()  # a SLURM job (submitit) resolves the sweep subdir in a process that composed nothing

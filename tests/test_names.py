@@ -213,3 +213,15 @@ def test_every_method_module_is_a_kind():
     assert modules == set(METHOD_KINDS)
     for p in (CONF / "method").glob("*.yaml"):  # every shipped method option names a kind
         assert load([f"method={p.stem}"]).method.kind in METHOD_KINDS, p
+
+
+def test_every_data_format_has_a_reader_and_every_shipped_data_option_a_format():
+    from drift_exp.data.load import READERS
+    from drift_exp.names import DATA_FORMATS
+
+    assert set(READERS) == set(DATA_FORMATS) - {"auto"}
+    for p in (CONF / "data").glob("*.yaml"):
+        assert load([f"data={p.stem}"]).data.format in DATA_FORMATS, p
+    cfg = load(["data.format=csv"])
+    with pytest.raises(ConfigError, match=r"^data.format must be one of .*got 'csv'$"):
+        validate(cfg, environment=False)

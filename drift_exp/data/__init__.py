@@ -1,5 +1,6 @@
 """Data sources -> FeedbackRecords. One module per source; `drift_exp.data.load.load_records` picks one from
-the config (a third data set: a reader module here, a format name in config.DATA_FORMATS, a branch there).
+the config (a third data set: a reader module here, its format name in drift_exp.names.DATA_FORMATS, its reader in
+load.READERS).
 
 Record kinds: dsat, sat, seed (WildFeedback: judged replies and DSAT->SAT revisions) and pref
 (UltraFeedback: a prompt with the data set's chosen and rejected completions).

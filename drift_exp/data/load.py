@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,30 @@ def detect_format(cfg: DataConfig) -> str:
     return "annotation"
 
 
+def _ultrafeedback(cfg: DataConfig, fmt: str, seed: int) -> tuple[list[FeedbackRecord], dict[str, Any]]:
+    from drift_exp.data import ultrafeedback  # pandas/datasets only when UltraFeedback is read
+
+    return ultrafeedback.load(cfg, fmt, seed)
+
+
+Reader = Callable[[DataConfig, int], tuple[list[FeedbackRecord], dict[str, Any]]]
+
+# One reader per data.format of drift_exp.names.DATA_FORMATS ('auto' is resolved by detect_format first);
+# tests/test_names.py checks that they match.
+READERS: dict[str, Reader] = {
+    "annotation": lambda cfg, seed: wildfeedback.load(cfg),
+    "released": lambda cfg, seed: released.load(cfg),
+    "ultrafeedback_binarized": lambda cfg, seed: _ultrafeedback(cfg, "ultrafeedback_binarized", seed),
+    "ultrafeedback_raw": lambda cfg, seed: _ultrafeedback(cfg, "ultrafeedback_raw", seed),
+}
+
+
 def load_records(cfg: DataConfig, seed: int = 42) -> tuple[list[FeedbackRecord], dict[str, Any]]:
     """Read the configured source into records and its counts (data/stats.json)."""
     fmt = detect_format(cfg)
-    if fmt == "annotation":
-        return wildfeedback.load(cfg)
-    if fmt == "released":
-        return released.load(cfg)
-    if fmt in ("ultrafeedback_binarized", "ultrafeedback_raw"):
-        from drift_exp.data import ultrafeedback
-
-        return ultrafeedback.load(cfg, fmt, seed)
-    raise DataError(f"data.format={fmt!r} has no reader")
+    if fmt not in READERS:
+        raise DataError(f"data.format={fmt!r} has no reader")
+    return READERS[fmt](cfg, seed)
 
 
 def select_records(records: list[FeedbackRecord], kind: str, setting: SettingConfig,
