@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
+from drift_exp.config import MethodConfig
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
@@ -24,6 +25,23 @@ class PairBuilder(Protocol):
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]: ...
+
+
+class Builder:
+    """What the three methods' pair builders share: the config, the last pairs() call's counts, and the
+    records they iterate on (`iterates_on` on WildFeedback, every prompt on UltraFeedback)."""
+
+    iterates_on = "dsat"
+
+    def __init__(self, cfg: MethodConfig):
+        self.cfg = cfg
+        self.stats: Counter = Counter()
+
+    def record_kind(self, records: list[FeedbackRecord]) -> str:
+        return "pref" if is_ultrafeedback(records) else self.iterates_on
+
+    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
+        return False
 
 
 def is_ultrafeedback(records: list[FeedbackRecord]) -> bool:

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drift_exp.config import MethodConfig
-from drift_exp.methods.base import each_sample, is_ultrafeedback, pair
+from drift_exp.methods.base import Builder, each_sample, pair
 from drift_exp.methods.prompts import guided_request, plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
-class Drift:
+class Drift(Builder):
     """Guided (default, WildFeedback): sample the chosen from context + DSAT reply + feedback +
     instruction. Unguided (Table 6) and UltraFeedback (no feedback turn): from the context alone.
     The pair's prompt is always the context without the feedback; the rejected is kept byte for byte."""
-
-    def __init__(self, cfg: MethodConfig):
-        self.cfg = cfg
-        self.stats: Counter = Counter()
-
-    def record_kind(self, records: list[FeedbackRecord]) -> str:
-        return "pref" if is_ultrafeedback(records) else "dsat"
-
-    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
-        return False
 
     def requests(self, records: list[FeedbackRecord], iteration: int) -> list[GenRequest]:
         n = self.cfg.n_samples

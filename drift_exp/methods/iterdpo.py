@@ -9,21 +9,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drift_exp.config import MethodConfig
-from drift_exp.methods.base import is_ultrafeedback, pair
+from drift_exp.methods.base import Builder, is_ultrafeedback, pair
 from drift_exp.methods.prompts import guided_request, plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 from drift_exp.scoring import question_text
 
 
-class IterDPO:
-    def __init__(self, cfg: MethodConfig):
-        self.cfg = cfg
-        self.stats: Counter = Counter()
-
-    def record_kind(self, records: list[FeedbackRecord]) -> str:
-        return "pref" if is_ultrafeedback(records) else "dsat"
-
+class IterDPO(Builder):
     def _ranked(self, records: list[FeedbackRecord]) -> bool:
         return not self.cfg.guided or is_ultrafeedback(records)
 

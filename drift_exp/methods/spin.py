@@ -5,22 +5,13 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drift_exp.config import MethodConfig
-from drift_exp.methods.base import each_sample, is_ultrafeedback, pair
+from drift_exp.methods.base import Builder, each_sample, pair
 from drift_exp.methods.prompts import plain_request
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
-class Spin:
-    def __init__(self, cfg: MethodConfig):
-        self.cfg = cfg
-        self.stats: Counter = Counter()
-
-    def record_kind(self, records: list[FeedbackRecord]) -> str:
-        return "pref" if is_ultrafeedback(records) else "sat"
-
-    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
-        return False
+class Spin(Builder):
+    iterates_on = "sat"
 
     def requests(self, records: list[FeedbackRecord], iteration: int) -> list[GenRequest]:
         return [plain_request(r, "rejected", self.cfg.n_samples) for r in records]
