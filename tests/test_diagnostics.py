@@ -312,3 +312,38 @@ def test_two_processes_zero3_gather_every_rank(tiny_models, tmp_path):
     for key, value in numpy_stats(s, summary["tau"]).items():
         assert summary["stage"][key] == pytest.approx(value, abs=1e-9), key
 
+
+
+# ---------------------------------------------------------------- the console
+
+
+def test_console_shows_one_concise_line_per_log(tiny_models, tmp_path, capfd, monkeypatch):
+    """A real stage (train_dpo, W&B offline): the console gets the progress bar and one line per logging step
+    (loss, margin, accuracy, lr); the signal/* keys go to W&B and the stage's history only."""
+    import wandb
+
+    from drift_exp.records import PreferencePair
+    from drift_exp.training.dpo import train_dpo
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    pairs = [PreferencePair(id=str(i), prompt=[{"role": "user", "content": p}], chosen=c, rejected=r)
+             for i, (p, c, r) in enumerate(PAIRS[:4])]
+    cfg = TrainerConfig(micro_batch_size=2, max_length=256, learning_rate=1e-4, warmup_ratio=0.0, ref_mode="live",
+                        gradient_checkpointing=False, rpo_alpha=0.0)  # plain DPO: the first loss is ln 2
+    run = wandb.init(project="console", dir=str(tmp_path), mode="offline")
+    try:
+        stats = train_dpo(tiny_models[0], None, pairs, tmp_path / "out" / "checkpoint", cfg, epochs=1, seed=0,
+                          report_to="wandb", run_name="console", stage="console")
+        summary = dict(run.summary)
+    finally:
+        run.finish()
+    out = capfd.readouterr()
+    console = (out.out + out.err).replace("\r", "\n")
+    lines = [line for line in console.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2, console[-3000:]
+    assert lines[0].startswith("step 1/2 epoch 0.50 | loss 0.6931 | margin 0.0000 | acc 0.00 | lr 1.00e-04")
+    assert "trained 2 steps in" in console and "2/2 [" in console  # the closing line and the progress bar
+    assert "signal/" not in console and "rewards/chosen" not in console and "grad_norm" not in console
+    # Everything else still reaches the stage's history (metrics.json) and W&B.
+    assert all("signal/sigma_mean" in h and "rewards/chosen" in h for h in stats["history"])
+    assert "train/signal/sigma_mean" in summary and "train/rewards/margins" in summary
