@@ -160,6 +160,8 @@ def _make_trainer_class():
             if len(policy) != 1:
                 raise _capture_failed(f"expected one fused policy forward (per-token log_probs) per batch, saw "
                                       f"{len(policy)}")
+            if "completion_mask" not in inputs:
+                raise _capture_failed(f"TRL's batch has no completion_mask (keys: {sorted(inputs)})")
             chosen, rejected = _sequence_logps(policy[0], inputs["completion_mask"])
             if reference is None:
                 if "ref_chosen_logps" not in inputs:
