@@ -10,7 +10,8 @@ trl 1.16.0; x86-64, 2 cores): four runs, two with the default threads, one with 
 and one with 2, gave bit-identical losses. The tolerance (1e-4 relative) is not for run-to-run noise, of
 which there was none, but for another CPU's float summation order compounded over five updates; any change
 of the loss, the optimizer, the scheduler, the tokenization or the batch order moves them by far more
-(an RPO weight of 0.001 alone moves the first loss by 5e-3; a tenfold learning rate changes loss 2 by 10 %).
+(measured: an RPO weight of 0.001 moves the first loss by 5.5e-3; lr 1e-3 instead of 1e-4 moves loss 2 from
+0.623 to 0.380). Fast tier: about 2.5 s once torch/transformers/TRL are imported.
 """
 
 from __future__ import annotations
