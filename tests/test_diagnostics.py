@@ -25,6 +25,9 @@ from drift_exp.training.diagnostics import QUANTILES, flat_signal, sigmoid_neg, 
 from .conftest import ROOT
 
 BETA = 0.1
+# Captured vs TRL's logged means: the same float32 tensors averaged in float64 vs float32; measured
+# differences <= 1e-8 (CPU fp32), so 1e-6 relative is tight and a changed reward definition fails it.
+TIGHT = {"rel": 1e-6, "abs": 1e-7}
 
 PAIRS = [
     ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are oval."),
@@ -81,7 +84,7 @@ def tiny_models(model_cache):
 
 
 def make_trainer(tiny_models, tmp_path, cls, *, micro=8, accum=1, steps=1, precompute=False,
-                 loss=("sigmoid",), weights=(1.0,)):
+                 loss=("sigmoid",), weights=(1.0,), **extra):
     from datasets import Dataset
     from trl import DPOConfig
 
@@ -93,7 +96,7 @@ def make_trainer(tiny_models, tmp_path, cls, *, micro=8, accum=1, steps=1, preco
         per_device_train_batch_size=micro, gradient_accumulation_steps=accum, learning_rate=1e-3,
         lr_scheduler_type="constant", optim="adamw_torch", beta=BETA, max_length=256, logging_steps=1,
         save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True, precompute_ref_log_probs=precompute,
-        loss_type=list(loss), loss_weights=list(weights), gradient_checkpointing=False,
+        loss_type=list(loss), loss_weights=list(weights), gradient_checkpointing=False, **extra,
     )
     tok = load_tokenizer(policy, padding_side="right")
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": p}],
@@ -144,9 +147,9 @@ def test_one_step_matches_trl_logs_and_independent_margins(tiny_models, tmp_path
     chosen, rejected = trainer.signal_pairs()
     assert chosen.shape == rejected.shape == (8,)
     # TRL's rewards/chosen, rewards/rejected, margins and accuracies are means of these very pairs.
-    assert chosen.mean() == pytest.approx(logged[0]["rewards/chosen"], abs=1e-5)
-    assert rejected.mean() == pytest.approx(logged[0]["rewards/rejected"], abs=1e-5)
-    assert (chosen - rejected).mean() == pytest.approx(logged[0]["rewards/margins"], abs=1e-5)
+    assert chosen.mean() == pytest.approx(logged[0]["rewards/chosen"], **TIGHT)
+    assert rejected.mean() == pytest.approx(logged[0]["rewards/rejected"], **TIGHT)
+    assert (chosen - rejected).mean() == pytest.approx(logged[0]["rewards/margins"], **TIGHT)
     assert np.mean(chosen > rejected) == pytest.approx(logged[0]["rewards/accuracies"], abs=1e-6)
     s = chosen - rejected
     assert s.std() > 1e-3  # a spread of margins, not the degenerate policy = reference case
@@ -181,9 +184,9 @@ def test_gradient_accumulation_and_precomputed_reference(tiny_models, tmp_path):
     assert [st["step"] for st in summary["steps"]] == [1, 2]
     assert [st["n"] for st in summary["steps"]] == [4, 4] and summary["stage"]["n"] == 8
     for st, log in zip(summary["steps"], logged, strict=True):  # equal micro batches: mean of means = mean
-        assert st["rewards_chosen_mean"] == pytest.approx(log["rewards/chosen"], abs=1e-5)
-        assert st["rewards_rejected_mean"] == pytest.approx(log["rewards/rejected"], abs=1e-5)
-        assert st["margin_mean"] == pytest.approx(log["rewards/margins"], abs=1e-5)
+        assert st["rewards_chosen_mean"] == pytest.approx(log["rewards/chosen"], **TIGHT)
+        assert st["rewards_rejected_mean"] == pytest.approx(log["rewards/rejected"], **TIGHT)
+        assert st["margin_mean"] == pytest.approx(log["rewards/margins"], **TIGHT)
         assert log["signal/n"] == 4
     chosen, rejected = trainer.signal_pairs()
     s = chosen - rejected
@@ -193,9 +196,25 @@ def test_gradient_accumulation_and_precomputed_reference(tiny_models, tmp_path):
     first = np.sort(s[:4])
     independent = independent_margins(tiny_models, trainer)
     assert all(np.min(np.abs(independent - v)) < 2e-5 for v in first)
-    # Gathers that are not (chosen, rejected, accuracies, margins), e.g. under another TRL: capture off, said so.
-    trainer._signal_record("train", [np.ones(3), np.zeros(3), np.ones(3), np.zeros(3)])
-    assert trainer.signal_summary()["available"] is False
+
+
+def test_capture_disagreeing_with_trl_fails_the_stage(tiny_models, tmp_path):
+    """The runtime check: when the captured rewards stop matching TRL's logged means (here: the config's beta
+    changed after TRL read it, as a TRL that scaled its rewards differently would look), training raises."""
+    from drift_exp.training.diagnostics import SignalCaptureError, SignalDPOTrainer
+
+    trainer = make_trainer(tiny_models, tmp_path, SignalDPOTrainer, micro=4)
+    trainer.args.beta = 2 * BETA  # TRL keeps its own copy (trainer.beta) from construction
+    with pytest.raises(SignalCaptureError, match=r"captured rewards/chosen mean .* differs from TRL's logged"):
+        trainer.train()
+
+
+def test_unsupported_setting_is_refused_before_training(tiny_models, tmp_path):
+    """LD-DPO's ld_alpha changes how TRL sums log-probs: refused at construction, not discovered after a run."""
+    from drift_exp.training.diagnostics import SignalCaptureError, SignalDPOTrainer
+
+    with pytest.raises(SignalCaptureError, match="ld_alpha"):
+        make_trainer(tiny_models, tmp_path, SignalDPOTrainer, ld_alpha=0.5)
 
 
 def test_training_is_unchanged(tiny_models, tmp_path):
@@ -287,9 +306,44 @@ def test_two_processes_zero3_gather_every_rank(tiny_models, tmp_path):
     # global batch 4 = 2 ranks x micro 2: two steps of 4 pairs, all 8 pairs in the stage
     assert [st["n"] for st in summary["steps"]] == [4, 4] and summary["stage"]["n"] == 8
     for st, log in zip(summary["steps"], logged, strict=True):
-        assert st["rewards_chosen_mean"] == pytest.approx(log["rewards/chosen"], abs=1e-5)
-        assert st["rewards_rejected_mean"] == pytest.approx(log["rewards/rejected"], abs=1e-5)
+        assert st["rewards_chosen_mean"] == pytest.approx(log["rewards/chosen"], **TIGHT)
+        assert st["rewards_rejected_mean"] == pytest.approx(log["rewards/rejected"], **TIGHT)
     s = np.array(ranks[0]["chosen"]) - np.array(ranks[0]["rejected"])
     for key, value in numpy_stats(s, summary["tau"]).items():
         assert summary["stage"][key] == pytest.approx(value, abs=1e-9), key
 
+
+
+# ---------------------------------------------------------------- the console
+
+
+def test_console_shows_one_concise_line_per_log(tiny_models, tmp_path, capfd, monkeypatch):
+    """A real stage (train_dpo, W&B offline): the console gets the progress bar and one line per logging step
+    (loss, margin, accuracy, lr); the signal/* keys go to W&B and the stage's history only."""
+    import wandb
+
+    from drift_exp.records import PreferencePair
+    from drift_exp.training.dpo import train_dpo
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    pairs = [PreferencePair(id=str(i), prompt=[{"role": "user", "content": p}], chosen=c, rejected=r)
+             for i, (p, c, r) in enumerate(PAIRS[:4])]
+    cfg = TrainerConfig(micro_batch_size=2, max_length=256, learning_rate=1e-4, warmup_ratio=0.0, ref_mode="live",
+                        gradient_checkpointing=False, rpo_alpha=0.0)  # plain DPO: the first loss is ln 2
+    run = wandb.init(project="console", dir=str(tmp_path), mode="offline")
+    try:
+        stats = train_dpo(tiny_models[0], None, pairs, tmp_path / "out" / "checkpoint", cfg, epochs=1, seed=0,
+                          report_to="wandb", run_name="console", stage="console")
+        summary = dict(run.summary)
+    finally:
+        run.finish()
+    out = capfd.readouterr()
+    console = (out.out + out.err).replace("\r", "\n")
+    lines = [line for line in console.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2, console[-3000:]
+    assert lines[0].startswith("step 1/2 epoch 0.50 | loss 0.6931 | margin 0.0000 | acc 0.00 | lr 1.00e-04")
+    assert "trained 2 steps in" in console and "2/2 [" in console  # the closing line and the progress bar
+    assert "signal/" not in console and "rewards/chosen" not in console and "grad_norm" not in console
+    # Everything else still reaches the stage's history (metrics.json) and W&B.
+    assert all("signal/sigma_mean" in h and "rewards/chosen" in h for h in stats["history"])
+    assert "train/signal/sigma_mean" in summary and "train/rewards/margins" in summary

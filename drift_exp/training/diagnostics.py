@@ -6,34 +6,45 @@ Lemma 1 keeps the expected gradient away from zero while P(σ(−s) ≥ τ) stay
 Proposition 1 bounds the signal by Var(s) at a SPIN fixed point. ``signal_stats`` summarises s and
 σ(−s) over a set of pairs; ``SignalDPOTrainer`` collects s for every pair a DPO stage trains on.
 
-How the per-pair values are captured (TRL 1.16, least intrusion): TRL's ``DPOTrainer._compute_loss``
-computes ``chosen_rewards = β·chosen_logratios`` and ``rejected_rewards = β·rejected_logratios``
-per pair and passes them to ``self.accelerator.gather`` (its first two ``gather`` calls) only to
-log their means as rewards/chosen and rewards/rejected. ``SignalDPOTrainer._compute_loss`` runs
-TRL's method unchanged, with ``accelerator.gather`` wrapped for the duration of the call so those
-gathered tensors are kept (calls made inside ``gather_for_metrics``, which TRL uses for its other
-metrics and which calls ``gather`` itself, are not counted). The loss, the gradients and TRL's
-logged metrics are untouched. Each call is checked: the fourth direct gather must be
-rewards/margins = chosen − rejected (else the capture is switched off with a warning, e.g. under
-another TRL version).
+How the per-pair values are captured (TRL 1.16's public surface, no private method overridden):
+``SignalDPOTrainer.compute_loss`` (the Trainer's documented override point) runs TRL's unchanged, with
+forward hooks (torch's ``register_forward_hook``) on the policy and, with a live reference, on the
+reference model for the duration of that call. DPOTrainer patches both models with TRL's public
+``add_fused_lm_head``; their forward then returns a ``FusedCausalLMOutput`` whose ``log_probs`` are
+per-token log-probabilities, zero where the label is -100 (i.e. outside the completion). The hooks keep
+the ``log_probs`` of the very forward TRL's loss is computed from (no extra forward); the sequence
+log-probs are their sums over the completion (batch = [chosen; rejected], as TRL builds it), and the
+reference's come from that hook or, with precomputed reference log-probs, from the batch's
+``ref_chosen_logps`` / ``ref_rejected_logps`` columns. So chosen = β·(log π(y+) − log π_ref(y+)),
+rejected likewise, are the same tensors TRL logs as rewards/chosen and rewards/rejected. The loss,
+the gradients and TRL's metrics are untouched (the hooks only read).
 
-Gradient accumulation: ``_compute_loss`` runs once per micro batch, so every pair of every micro
-batch is captured; a logging window is everything since the previous log (TRL's own metrics
-average over the same window, per micro batch, so their means agree whenever micro batches have
-equal size). Several processes (DDP / DeepSpeed ZeRO-3): ``accelerator.gather`` returns the pairs
-of all ranks on every rank, so every rank holds the same, global statistics (read them on rank 0).
-Like TRL's own metrics, a last batch padded by the sampler to even out the ranks is counted as is.
+Checked, never assumed: at every logging step the window means of the captured values must equal
+TRL's logged rewards/chosen, rewards/rejected and rewards/margins (within the rounding of the reward
+dtype). Anything else — no fused log-probs in the forward, a second policy forward, a setting whose
+rewards are not β·log-ratio sums (ld_alpha, PEFT without a reference), or logged means that disagree —
+raises ``SignalCaptureError`` and the stage fails (it is not marked done): the §5 statistics are a
+paper result written into metrics.json, and a stage that silently lost them would be resumed as
+finished. The first check happens on the first micro batch, so a TRL upgrade fails in seconds.
+
+Gradient accumulation: ``compute_loss`` runs once per micro batch, so every pair of every micro
+batch is captured; a logging window is everything since the previous log (TRL's own metrics are the
+mean of per-micro-batch means over the same window, which is what the check compares). Several
+processes (DDP / DeepSpeed ZeRO-3): the per-pair values are gathered with ``accelerator.gather``
+(one collective per micro batch), so every rank holds the same, global statistics (read them on
+rank 0). Like TRL's own metrics, a last batch padded by the sampler to even out the ranks is counted
+as is. The authors' truncation (training/truncation.py) cuts the tokenized pairs before TRL batches
+them, so the captured values are those of the truncated pairs, as trained.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from drift_exp.errors import UserError
 
 QUANTILES = (10, 25, 50, 75, 90)
 
@@ -70,7 +81,28 @@ def signal_stats(margins: np.ndarray, tau: float = 0.5) -> dict[str, Any]:
     return out
 
 
+class SignalCaptureError(UserError):
+    """The per-pair rewards could not be captured, or disagree with TRL's logged rewards."""
+
+
+def _capture_failed(what: str) -> SignalCaptureError:
+    import trl
+
+    return SignalCaptureError(
+        f"signal diagnostics (paper §5): {what}. The capture reads the per-token log_probs of TRL's fused LM head "
+        f"(tested with TRL 1.16; installed: {trl.__version__}); the stage is not marked done. Install the TRL version "
+        "in pyproject.toml, or adapt drift_exp/training/diagnostics.py to this one.")
+
+
+def _sequence_logps(log_probs: Any, completion_mask: Any) -> tuple[Any, Any]:
+    """(chosen, rejected) sequence log-probs from per-token ones, summed as TRL sums them (ld_alpha unset)."""
+    seq_len = completion_mask.size(1) - 1  # log-probs of the next token: one position fewer than the ids
+    return log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
+
+
 def _make_trainer_class():
+    import torch
+    from accelerate.utils import is_peft_model
     from trl import DPOTrainer
 
     class SignalDPOTrainer(DPOTrainer):
@@ -86,66 +118,71 @@ def _make_trainer_class():
             if not 0 < signal_tau < 1:
                 raise ValueError(f"signal_tau must be in (0, 1), got {signal_tau}")
             self.signal_tau = float(signal_tau)
-            self._signal_on = True
-            # Per mode: pairs since the last log (window) and of the whole stage.
+            # Per mode: per micro batch (chosen, rejected) since the last log (window) and of the whole stage.
             self._signal_window: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "eval": []}
             self._signal_all: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "eval": []}
             self._signal_steps: list[dict[str, Any]] = []
+            self._signal_eps = float(np.finfo(np.float32).eps)  # of the reward dtype; set per micro batch
             super().__init__(*args, **kwargs)
+            if self.args.ld_alpha is not None:
+                raise _capture_failed("ld_alpha (LD-DPO) weights the log-probs' tail, which the capture does not "
+                                      "reproduce; leave ld_alpha unset")
+            if is_peft_model(self.model) and self.ref_model is None and not self.args.precompute_ref_log_probs:
+                raise _capture_failed("a PEFT policy without a reference model runs the policy twice per batch")
 
-        def _compute_loss(self, model, inputs, return_outputs):
-            if not self._signal_on:
-                return super()._compute_loss(model, inputs, return_outputs)
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             mode = "train" if self.model.training else "eval"
-            acc = self.accelerator
-            originals = {name: getattr(acc, name) for name in ("gather", "gather_for_metrics")}
-            shadowed = {name for name in originals if name in vars(acc)}
-            seen: list[Any] = []
-            depth = [0]  # inside gather_for_metrics, which calls gather itself: not a direct call
+            policy: list[Any] = []
+            reference: list[Any] = []
 
-            def gather(tensor):
-                out = originals["gather"](tensor)
-                if depth[0] == 0 and len(seen) < 4:
-                    seen.append(out.detach().float().cpu().numpy().copy() if hasattr(out, "detach") else None)
-                return out
+            def keeper(into: list[Any]):
+                def hook(module, args, output):
+                    log_probs = getattr(output, "log_probs", None)
+                    if log_probs is not None:  # the fused forward; a plain one (logits) is not TRL's loss
+                        into.append(log_probs.detach())
+                return hook
 
-            def gather_for_metrics(*args, **kwargs):
-                depth[0] += 1
-                try:
-                    return originals["gather_for_metrics"](*args, **kwargs)
-                finally:
-                    depth[0] -= 1
-
-            acc.gather, acc.gather_for_metrics = gather, gather_for_metrics
+            live = not self.args.precompute_ref_log_probs
+            handles = [self.model.register_forward_hook(keeper(policy))]
+            if live and self.ref_model is not None:
+                handles.append(self.ref_model.register_forward_hook(keeper(reference)))
             try:
-                result = super()._compute_loss(model, inputs, return_outputs)
+                result = super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                              num_items_in_batch=num_items_in_batch)
             finally:
-                for name, fn in originals.items():
-                    if name in shadowed:
-                        setattr(acc, name, fn)
-                    else:
-                        delattr(acc, name)
-            self._signal_record(mode, seen)
+                for handle in handles:
+                    handle.remove()
+            self._signal_record(mode, inputs, policy, reference if live else None)
             return result
 
-        def _signal_record(self, mode: str, seen: list[Any]) -> None:
-            ok = len(seen) == 4 and all(isinstance(a, np.ndarray) for a in seen)
-            if ok:
-                chosen, rejected, _, margins = (a.reshape(-1).astype(np.float64) for a in seen)
-                # Loose: only to recognise the tensors (bf16 arithmetic rounds margins differently).
-                ok = chosen.shape == rejected.shape == margins.shape and np.allclose(
-                    margins, chosen - rejected, rtol=1e-2, atol=1e-3)
-            if not ok:
-                log.warning("signal diagnostics: could not identify the per-pair rewards in DPOTrainer._compute_loss "
-                            "(TRL version or loss type?); margin statistics are switched off for this stage")
-                self._signal_on = False
-                return
-            self._signal_window[mode].append((chosen, rejected))
-            self._signal_all[mode].append((chosen, rejected))
+        def _signal_record(self, mode: str, inputs: dict[str, Any], policy: list[Any],
+                           reference: list[Any] | None) -> None:
+            if len(policy) != 1:
+                raise _capture_failed(f"expected one fused policy forward (per-token log_probs) per batch, saw "
+                                      f"{len(policy)}")
+            if "completion_mask" not in inputs:
+                raise _capture_failed(f"TRL's batch has no completion_mask (keys: {sorted(inputs)})")
+            chosen, rejected = _sequence_logps(policy[0], inputs["completion_mask"])
+            if reference is None:
+                if "ref_chosen_logps" not in inputs:
+                    raise _capture_failed("precomputed reference log-probs are not in the batch (ref_chosen_logps)")
+                ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
+            elif len(reference) == 1:
+                ref_chosen, ref_rejected = _sequence_logps(reference[0], inputs["completion_mask"])
+            else:
+                raise _capture_failed(f"expected one fused reference forward per batch, saw {len(reference)}")
+            beta = self.args.beta
+            rewards = torch.stack([beta * (chosen - ref_chosen), beta * (rejected - ref_rejected)], dim=1)
+            if rewards.is_floating_point():
+                self._signal_eps = float(torch.finfo(rewards.dtype).eps)
+            gathered = self.accelerator.gather(rewards).float().cpu().numpy().astype(np.float64)
+            pair = (gathered[:, 0].copy(), gathered[:, 1].copy())
+            self._signal_window[mode].append(pair)
+            self._signal_all[mode].append(pair)
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
             mode = "train" if self.model.training else "eval"
-            window = self._signal_window[mode]
+            window, self._signal_window[mode] = self._signal_window[mode], []
             if window:
                 chosen = np.concatenate([c for c, _ in window])
                 rejected = np.concatenate([r for _, r in window])
@@ -156,8 +193,29 @@ def _make_trainer_class():
                     self._signal_steps.append({"step": self.state.global_step, "epoch": self.state.epoch,
                                                "rewards_chosen_mean": float(chosen.mean()),
                                                "rewards_rejected_mean": float(rejected.mean()), **stats})
-                window.clear()
             super().log(logs, start_time)
+            if window:
+                self._signal_check(mode, window)
+
+        def _signal_check(self, mode: str, window: list[tuple[np.ndarray, np.ndarray]]) -> None:
+            """The captured window against what TRL just logged (state.log_history[-1]): TRL logs, per key, the
+            mean over the window's micro batches of each gathered batch's mean."""
+            logged = self.state.log_history[-1] if self.state.log_history else {}
+            prefix = "" if mode == "train" else "eval_"
+            ours = {"rewards/chosen": [c.mean() for c, _ in window],
+                    "rewards/rejected": [r.mean() for _, r in window],
+                    "rewards/margins": [(c - r).mean() for c, r in window]}
+            for key, means in ours.items():
+                theirs = logged.get(prefix + key)
+                if not isinstance(theirs, (int, float)):
+                    raise _capture_failed(f"TRL logged no {prefix + key} to check the captured rewards against")
+                mine = float(np.mean(means))
+                scale = max(1.0, float(np.mean([np.abs(c).mean() + np.abs(r).mean() for c, r in window])))
+                # Rounding only: TRL averages in the reward dtype, this in float64.
+                if not np.isclose(mine, theirs, rtol=4 * self._signal_eps, atol=4 * self._signal_eps * scale,
+                                  equal_nan=True):
+                    raise _capture_failed(f"the captured {key} mean {mine!r} differs from TRL's logged {theirs!r} at "
+                                          f"step {self.state.global_step}")
 
         def signal_pairs(self, mode: str = "train") -> tuple[np.ndarray, np.ndarray]:
             """(chosen rewards, rejected rewards) of every pair seen in this mode, in training order."""
@@ -172,9 +230,9 @@ def _make_trainer_class():
             state.log_history as signal/<key>)."""
             chosen, rejected = self.signal_pairs("train")
             return {
-                "available": self._signal_on,
+                "available": True,  # a capture that fails raises SignalCaptureError; kept for readers of old runs
                 "tau": self.signal_tau,
-                "beta": float(self.beta),
+                "beta": float(self.args.beta),
                 "world_size": int(self.accelerator.num_processes),
                 "gathered_across_ranks": True,
                 "stage": {**signal_stats(chosen - rejected, self.signal_tau),

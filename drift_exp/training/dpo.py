@@ -105,6 +105,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     from datasets import Dataset, load_from_disk
     from trl import DPOConfig
 
+    from drift_exp.training.console import use_concise_console
     from drift_exp.training.diagnostics import SignalDPOTrainer
     from drift_exp.training.guards import NonFiniteGuard  # NaN/inf loss or weights: the stage fails
 
@@ -174,6 +175,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                           processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
                           signal_tau=cfg.signal_tau)
+    use_concise_console(trainer)  # bars + one line per log; every key still goes to W&B and log_history
     used = len(trainer.train_dataset)
     truncated = dict(trainer.truncation_counts) if authors else {}
     if authors and used != len(pairs):
