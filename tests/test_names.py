@@ -225,3 +225,24 @@ def test_every_data_format_has_a_reader_and_every_shipped_data_option_a_format()
     cfg = load(["data.format=csv"])
     with pytest.raises(ConfigError, match=r"^data.format must be one of .*got 'csv'$"):
         validate(cfg, environment=False)
+
+
+@pytest.mark.e2e  # ~15 s: two submitit worker processes
+def test_submitit_jobs_name_their_run_directories_like_the_pipeline(tmp_path, model_cache):
+    """A SLURM sweep's job is pickled and run in a submitit worker process, which resolves hydra.sweep.subdir
+    through drift_exp.names' resolver; submitit's local executor takes the same path as SLURM's."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "drift_exp", "-m", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep}",
+         "hydra.launcher.timeout_min=10", "run.stop_after=prepare", "tracking.mode=disabled",
+         "method=drift_unguided", "seed=7,123"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["sample-tiny-drift-unguided-controlled-s123", "sample-tiny-drift-unguided-controlled-s7"]
+    for job in jobs:
+        assert (sweep / job / "data" / "DONE").exists()
+        assert parse_experiment_name(job).method == "drift-unguided"
