@@ -5,6 +5,7 @@
   registered here), the W&B group, and what the report reads back (:func:`parse_experiment_name`).
 - The stages and their ids: `data/prepare`, `iter_<k>/<stage>`, `base/eval`; `run.stop_after` values.
 - The method kinds: each one is the module `drift_exp/methods/<kind>.py`.
+- The data formats (`data.format`): each one has a reader in `drift_exp/data/load.py`.
 
 A low layer: no drift_exp module and nothing heavy is imported here, so config, the pipeline, the
 report and the workers can all use it.
