@@ -51,6 +51,9 @@ def test_resolution_rules():
     with pytest.raises(ConfigError, match="generation.top_k"):
         resolve(cfg, {"top_k": -5})
     assert hf_generate_kwargs(resolve(cfg, {}))["top_k"] == 0  # off reaches transformers as 0, never None
+    # greedy: transformers applies no warper, and warns about any that is set, so none is passed
+    assert {k: v for k, v in hf_generate_kwargs(greedy).items() if v is None} == {
+        "temperature": None, "top_p": None, "top_k": None}
 
 
 def test_checkpoint_fields(qwen_like, tmp_path):

@@ -79,13 +79,14 @@ def effective_sampling(cfg: GenerationConfig, model_path: str) -> dict[str, Any]
 
 def hf_generate_kwargs(s: dict[str, Any]) -> dict[str, Any]:
     """transformers GenerationConfig fields. Every field is set: a None would be filled from the checkpoint
-    (and then from transformers' defaults, top_k 50)."""
+    (and then from transformers' defaults, top_k 50), except in greedy decoding, where transformers applies no
+    temperature, top-p or top-k (and warns about any that is set)."""
     sample = s["temperature"] > 0
     return {
         "do_sample": sample,
         "temperature": s["temperature"] if sample else None,
         "top_p": s["top_p"] if sample else None,
-        "top_k": s["top_k"] if s["top_k"] > 0 else 0,  # 0, not None: off
+        "top_k": (s["top_k"] if s["top_k"] > 0 else 0) if sample else None,  # 0, not None: off
         "repetition_penalty": s["repetition_penalty"],
         "max_new_tokens": s["max_new_tokens"],
     }
