@@ -20,3 +20,18 @@ def model_cache(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cache")
     os.environ["DRIFT_EXP_CACHE"] = str(path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _own_wandb_service():
+    """A test that runs W&B in this process starts a wandb-core service and exports WANDB_SERVICE, which every
+    later `python -m drift_exp` child would inherit and share. A child killed on purpose (the kill-and-resume
+    tests) then leaves its run registered in that shared service, and the resumed child is refused ("run ID
+    ... is in use"). So a test's service ends with the test, and children start their own, as a user's do."""
+    before = os.environ.get("WANDB_SERVICE")
+    yield
+    if before is None and "WANDB_SERVICE" in os.environ:
+        import wandb
+
+        wandb.teardown()
+        os.environ.pop("WANDB_SERVICE", None)
