@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, lru_cache
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -402,17 +403,18 @@ def validate(cfg: Config, environment: bool = True) -> None:
          f"{ITERATION_STAGES}, got {cfg.run.stop_after!r}"),
     ]
     for name in LABEL_KEYS:
-        value = _get(cfg, name)
+        value = attrgetter(name)(cfg)
         checks.append((name, bool(LABEL.fullmatch(value)),
                        f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {value!r}"))
     bad = non_finite(cfg)  # inf / nan pass every range check written as a comparison
     if bad:
-        raise ConfigError(f"{bad[0]} must be a finite number, got {_get(cfg, bad[0])}")
+        raise ConfigError(f"{bad[0]} must be a finite number, got {attrgetter(bad[0])(cfg)}")
     for key in ("seed", "model.tiny.init_seed", "scorer.tiny.init_seed"):
-        checks.append((key, 0 <= _get(cfg, key) <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {_get(cfg, key)}"))
+        value = attrgetter(key)(cfg)
+        checks.append((key, 0 <= value <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {value}"))
     for key, choices in (("trainer.optim", transformers_choices("training_args.py", "OptimizerNames")),
                          ("trainer.lr_scheduler_type", transformers_choices("trainer_utils.py", "SchedulerType"))):
-        value = _get(cfg, key)
+        value = attrgetter(key)(cfg)
         checks.append((key, choices is None or value in choices,
                        f"must be one transformers accepts ({', '.join(sorted(choices or []))}), got {value!r}"))
     if cfg.model.path == "tiny":
@@ -461,13 +463,6 @@ def environment_problems(cfg: Config) -> list[tuple[str, str]]:
         key = re.match(r"[\w.]+", str(err))
         problems.append((key.group(0) if key else "config", str(err)))
     return problems
-
-
-def _get(cfg: Config, key: str) -> Any:
-    value: Any = cfg
-    for part in key.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def _installed(package: str) -> bool:

@@ -14,6 +14,7 @@ report and the workers can all use it.
 from __future__ import annotations
 
 import re
+from operator import attrgetter
 from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
@@ -71,15 +72,9 @@ def parse_experiment_name(name: str) -> Experiment | None:
     return Experiment(**{**m.groupdict(), "seed": int(m["seed"])})
 
 
-def _select(cfg: Any, key: str) -> Any:
-    for part in key.split("."):
-        cfg = getattr(cfg, part)
-    return cfg
-
-
 def experiment_name(cfg: Any) -> str:
     """The experiment name of a config (the Config dataclass or a composed DictConfig)."""
-    return make_experiment_name(**{p.field: _select(cfg, p.key) for p in _PARTS})
+    return make_experiment_name(**{p.field: attrgetter(p.key)(cfg) for p in _PARTS})
 
 
 RESOLVER = "drift_exp.experiment_name"

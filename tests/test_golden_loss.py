@@ -24,18 +24,12 @@ from drift_exp.config import TinyModelConfig, TrainerConfig
 from drift_exp.models import build_tiny
 from drift_exp.records import PreferencePair
 
-PAIRS = [
-    ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are oval."),
-    ("Name a prime number.", "Seven is prime.", "Nine, I think."),
-    ("Translate 'cat' to French.", "Chat.", "Chien."),
-    ("What is 2 + 2?", "Four.", "Twenty-two, obviously, when you write them side by side."),
-    ("Give me a synonym for happy.", "Joyful.", "Sad."),
-    ("Capital of Italy?", "Rome is the capital of Italy.", "Milan."),
-    ("Say hi.", "Hi!", "No."),
-    ("Is water wet?", "Water makes things wet; whether it is itself wet depends on the definition.", "Yes."),
-    ("Pick a colour.", "Blue.", "I cannot."),
-    ("Count to three.", "One, two, three.", "Three."),
-]
+from .test_diagnostics import PAIRS as DIAGNOSTICS_PAIRS
+
+# test_diagnostics' eight pairs, then two more (the order is part of the golden run).
+PAIRS = [*DIAGNOSTICS_PAIRS,
+         ("Pick a colour.", "Blue.", "I cannot."),
+         ("Count to three.", "One, two, three.", "Three.")]
 
 GOLDEN_LOSSES = [0.6931471824645996, 0.6228299736976624, 1.3376412391662598, 0.5082462430000305, 0.7157529592514038]
 GOLDEN_MARGINS = [0.0, 0.1475299894809723, -0.8550753593444824, 0.42681506276130676, -0.04448089748620987]

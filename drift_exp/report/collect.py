@@ -76,8 +76,8 @@ def read_run(run_dir: Path) -> list[Record]:
     start, written by drift_exp.evaluation.base; the same numbers in every job of a sweep)."""
     ident = identity(run_dir)
     records = []
-    files = [(p, folder_iteration(p.parent.name)) for p in run_dir.glob(f"{ITERATION_GLOB}/metrics.json")
-             if folder_iteration(p.parent.name) is not None]
+    files = [(p, k) for p in run_dir.glob(f"{ITERATION_GLOB}/metrics.json")
+             if (k := folder_iteration(p.parent.name)) is not None]
     if (run_dir / BASE_FOLDER / "metrics.json").exists():
         files.append((run_dir / BASE_FOLDER / "metrics.json", -1))
     for path, k in sorted(files, key=lambda f: f[1]):

@@ -49,4 +49,3 @@ def use_concise_console(trainer: Any) -> None:
     for cb in printers:
         trainer.remove_callback(cb)
     trainer.add_callback(ConciseProgress())
-
