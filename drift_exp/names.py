@@ -179,4 +179,21 @@ METHOD_KINDS = ("drift", "spin", "iterdpo")
 # what the source looks like (WildFeedback only).
 DATA_FORMATS = ("auto", "annotation", "released", "ultrafeedback_binarized", "ultrafeedback_raw")
 
+# ---------------------------------------------------------------------------------------------------
+# W&B: what one experiment's run holds (the tracker writes these keys; the dashboards and the report read them)
+
+# One W&B run per experiment (every iteration, the warm start and the Base row in it), named by the experiment,
+# grouped by the experiment without its seed (so a group is the seeds of one configuration).
+WANDB_ITERATION = "iteration"  # the x axis of every per-iteration number (define_metric step_metric)
+WANDB_TRAIN_STEP = "train/global_step"  # optimizer steps summed over the iterations: the training curves' x axis
+WANDB_TRAIN_ITERATION_STEP = "train/iteration_step"  # the step within one training stage (restarts at 1)
+WANDB_TRAIN = "train/"  # TRL's per-step logs: train/loss, train/rewards/margins, train/signal/...
+WANDB_EVAL = "eval/"  # pi_k's evaluation, per iteration: eval/<benchmark>/<metric>
+WANDB_STAGE = "stage/"  # the stages' numbers, per iteration: stage/<requests|generation|pairs|train>/<number>
+WANDB_SIGNAL = "signal/"  # the section 5 whole-stage summaries, per iteration
+WANDB_HELDOUT = "heldout/"  # the held-out pairs at the end of each training stage: loss, reward_accuracy, ...
+WANDB_BASE = "base/"  # the untouched starting model's evaluation (summary): base/eval/<benchmark>/<metric>
+WANDB_PAIRS_TABLE = "pairs/preview"  # a table per iteration of the pairs it built
+WANDB_PER_ITERATION = (WANDB_EVAL, WANDB_STAGE, WANDB_SIGNAL, WANDB_HELDOUT)  # plotted against WANDB_ITERATION
+
 register_resolvers()  # a SLURM job (submitit) resolves the sweep subdir in a process that composed nothing
