@@ -15,11 +15,11 @@ from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
 from drift_exp.stages import RunDir
 
-register_configs()  # before @hydra.main composes: the schema, the sweeps, the run-directory resolver
+register_configs()  # before @hydra.main composes: the schema, the cells, the run-directory resolver
 log = logging.getLogger("drift_exp")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
     cfg: Config = OmegaConf.to_object(dcfg)
     if os.environ.get("SLURM_PROCID", "0") != "0" and cfg.launcher.name == "slurm":

@@ -342,7 +342,7 @@ def register_configs() -> None:
     """Everything Hydra needs before it composes conf/config.yaml (idempotent)."""
     register_resolvers()  # ${drift_exp.experiment_name:} in hydra.run.dir / hydra.sweep.subdir
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
-    register_sweeps()  # groups `sweep` (sweeps/*.yaml) and `cell`
+    register_sweeps()  # the group `cell` (`sweep` is the folder conf/sweep/)
 
 
 GENERATION_BACKENDS = ("hf", "vllm")

@@ -1,6 +1,11 @@
-"""The Hydra config groups made from files of the checkout: `sweep` (sweeps/*.yaml) and `cell` (one option per
-pair of conf/method/*.yaml and conf/setting/*.yaml). `drift_exp.config.register_configs` registers them beside
-the schema; `drift_exp.sweeps` expands and lists a sweep's jobs (it needs the config, so it sits above it).
+"""The config tree shipped inside the package, and the Hydra config group made from its files.
+
+`drift_exp/conf/` is the tree `@hydra.main` composes from (it is package data, so a wheel carries it and
+`drift-exp` runs from any directory). Its `sweep/` folder is the config group `sweep` (each file starts with
+`# @package _global_`), which Hydra reads from the tree like any other group. The `cell` group has no files: one
+option per pair of conf/method/*.yaml and conf/setting/*.yaml, stored in Hydra's ConfigStore.
+`drift_exp.config.register_configs` registers it beside the schema; `drift_exp.sweeps` expands and lists a
+sweep's jobs (it needs the config, so it sits above it).
 """
 
 from __future__ import annotations
@@ -10,9 +15,8 @@ from pathlib import Path
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEPS_DIR = ROOT / "sweeps"
-CONF_DIR = ROOT / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+SWEEPS_DIR = CONF_DIR / "sweep"
 
 
 def sweep_files() -> dict[str, Path]:
@@ -21,10 +25,9 @@ def sweep_files() -> dict[str, Path]:
 
 
 def register_sweeps() -> None:
-    """Store every sweeps/*.yaml as `sweep/<stem>` and every method x setting pair as `cell/<method>-<setting>`."""
+    """Store every method x setting pair as `cell/<method>-<setting>`. The `sweep` group needs no registration:
+    Hydra finds conf/sweep/*.yaml in the config tree."""
     cs = ConfigStore.instance()
-    for name, path in sweep_files().items():
-        cs.store(group="sweep", name=name, node=OmegaConf.load(path), package="_global_")
     options = {g: sorted(p.stem for p in (CONF_DIR / g).glob("*.yaml")) for g in ("method", "setting")}
     for method in options["method"]:
         for setting in options["setting"]:

@@ -1,6 +1,6 @@
-"""The paper's sweeps (`sweeps/*.yaml`) as the Hydra config group `sweep`, plus the `cell` helper group.
+"""The paper's sweeps (`drift_exp/conf/sweep/*.yaml`) as the Hydra config group `sweep`, plus the `cell` group.
 
-`python -m drift_exp -m +sweep=table3` composes sweeps/table3.yaml into the root config (package
+`python -m drift_exp -m +sweep=table3` composes conf/sweep/table3.yaml into the root config (package
 `_global_`): its defaults list pins data, generation and launcher, its body sets `iterations`,
 `seed` and `run.sweep_name`, and `hydra.sweeper.params` lists what the multirun sweeps over.
 
@@ -11,9 +11,9 @@ conf/method/*.yaml and conf/setting/*.yaml. A command-line `model=`, `data=`, `m
 still wins: Hydra applies command-line overrides after every defaults list, and its BasicSweeper
 replaces a swept key of `hydra.sweeper.params` by the same key given on the command line.
 
-`drift_exp.config_groups` registers the files from this package's checkout (the `sweeps/` and `conf/` folders
-beside it), so the group resolves from any working directory. `python -m drift_exp.sweeps [NAME [OVERRIDES...]]`
-lists the sweeps, or one sweep's jobs, without running anything.
+The config tree, `sweep/` included, is package data (`drift_exp/conf/`), so the groups resolve from any working
+directory and from an installed wheel; `drift_exp.config_groups` registers the `cell` options from it.
+`python -m drift_exp.sweeps [NAME [OVERRIDES...]]` lists the sweeps, or one sweep's jobs, without running anything.
 """
 
 from __future__ import annotations

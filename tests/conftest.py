@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF = ROOT / "conf"
+CONF = ROOT / "drift_exp" / "conf"
 
 os.environ.setdefault("WANDB_MODE", "offline")  # never wait on the network
 os.environ.setdefault("WANDB_SILENT", "true")

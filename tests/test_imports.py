@@ -22,6 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / PACKAGE
 # evaluation package's __init__ re-exports the config schema that drift_exp.config imports.
 LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
+        "conf",  # the config tree's empty __init__ (Hydra imports it to find the YAML files)
         "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
@@ -310,3 +311,4 @@ if __name__ == "__main__":
         print("cycle:", " -> ".join(cycle))
     for line in layer_violations(g) + training_imports(g):
         print("violation:", line)
+
