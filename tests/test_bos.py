@@ -14,7 +14,7 @@ from drift_exp.methods.prompts import bos_prefix, guided_request, with_bos
 from drift_exp.models import build_tiny, load_tokenizer
 from drift_exp.records import FeedbackRecord, GenRequest
 
-from .test_generation_parity import run_hf
+from .helpers import run_hf
 
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}{% set role = 'model' if message['role'] == 'assistant' "

@@ -23,22 +23,12 @@ from drift_exp.models import build_tiny
 from drift_exp.training.diagnostics import QUANTILES, flat_signal, sigmoid_neg, signal_stats
 
 from .conftest import ROOT
+from .helpers import DPO_PAIRS as PAIRS
 
 BETA = 0.1
 # Captured vs TRL's logged means: the same float32 tensors averaged in float64 vs float32; measured
 # differences <= 1e-8 (CPU fp32), so 1e-6 relative is tight and a changed reward definition fails it.
 TIGHT = {"rel": 1e-6, "abs": 1e-7}
-
-PAIRS = [
-    ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are oval."),
-    ("Name a prime number.", "Seven is prime.", "Nine, I think."),
-    ("Translate 'cat' to French.", "Chat.", "Chien."),
-    ("What is 2 + 2?", "Four.", "Twenty-two, obviously, when you write them side by side."),
-    ("Give me a synonym for happy.", "Joyful.", "Sad."),
-    ("Capital of Italy?", "Rome is the capital of Italy.", "Milan."),
-    ("Say hi.", "Hi!", "No."),
-    ("Is water wet?", "Water makes things wet; whether it is itself wet depends on the definition.", "Yes."),
-]
 
 
 # ---------------------------------------------------------------- signal_stats

@@ -7,40 +7,15 @@ except rpo_alpha=0, so the first DPO step's loss is exactly the sigmoid loss at 
 
 import json
 import math
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .helpers import drift_exp, mtimes, ok
 
 pytestmark = pytest.mark.e2e
-
-FAST = ["generation.max_new_tokens=48", "trainer.max_length=512", "trainer.rpo_alpha=0"]
-
-
-def drift_exp(run_dir: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, WANDB_MODE="offline")
-    env.pop("DRIFT_EXP_KILL_AT", None)
-    if kill_at:
-        env["DRIFT_EXP_KILL_AT"] = kill_at
-    cmd = [sys.executable, "-m", "drift_exp", f"hydra.run.dir={run_dir}", *FAST, *overrides]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
-def ok(proc: subprocess.CompletedProcess) -> None:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-
-
-def mtimes(run_dir: Path, markers: bool = True) -> dict[str, int]:
-    """Modification times of the stage outputs (DONE markers grow as later stages finish: markers=False)."""
-    skip = {"__main__.log", "config.yaml", ".lock"} | (set() if markers else {"DONE"})
-    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.rglob("*")
-            if p.is_file() and "wandb" not in p.parts and ".hydra" not in p.parts and p.name not in skip}
-
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, model_cache) -> Path:

@@ -22,7 +22,8 @@ from drift_exp.evaluation.stage import evaluate
 from drift_exp.evaluation.wb_metrics import GROUPS
 from drift_exp.evaluation.wildbench import checklist_digest
 
-from .test_evaluation_wb_elo import TEMPLATE, write_leaderboard
+from .helpers import WB_TEMPLATE as TEMPLATE
+from .helpers import write_leaderboard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 GENERATOR = "sample-tiny-drift-controlled-s42-iter1"  # the generator's row in fixtures/eval/leaderboard.csv

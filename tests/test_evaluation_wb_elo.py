@@ -16,12 +16,14 @@ import pytest
 from drift_exp.errors import DataError
 from drift_exp.evaluation import wildbench as wb
 from drift_exp.evaluation.benchmarks import load_wildbench
-from drift_exp.evaluation.config import EloConfig, WildBenchConfig
+from drift_exp.evaluation.config import WildBenchConfig
 from drift_exp.evaluation.fetch import FetchError, cache_path
 from drift_exp.evaluation.wb_elo import build_games, play, wb_elo
 from drift_exp.evaluation.wb_leaderboard import load_leaderboard
 
-TEMPLATE = Path(__file__).parent / "fixtures" / "eval" / "wb_score_template.md"
+from .helpers import WB_TEMPLATE as TEMPLATE
+from .helpers import write_leaderboard
+
 OUT = "a reply"  # a usable output: not empty, not truncated
 
 
@@ -147,23 +149,6 @@ def test_no_task_in_common_gives_no_elo():
 
 
 # ---------------------------------------------------------------------------------------------- the leaderboard
-
-def write_leaderboard(folder: Path, sessions: list[str]) -> EloConfig:
-    """Two leaderboard models in WildBench's file formats, as local copies."""
-    results = folder / "results"
-    results.mkdir(parents=True)
-    rows_a = [{"session_id": s, "parsed_result": {}, "meta_data": {}, "model_test": "model-a", "score": "3",
-               "model_output": "an answer"} for s in sessions]
-    rows_b = [{"session_id": s, "score": "7", "model_output": "another answer"} for s in sessions]
-    rows_b.append({"session_id": "unscored", "score": "N/A", "model_output": "x"})
-    (results / "model-a.json").write_text(json.dumps(rows_a))
-    (results / "model-b@together.json").write_text(json.dumps(rows_b))
-    stats = {"model-a": {"Arena Elo (hard-en) - latest": 1150, "AE2.0": "-"},
-             "model-b@together": {"Arena Elo (hard-en) - latest": "-"}}
-    (folder / "all_stat.json").write_text(json.dumps(stats))
-    return EloConfig(enabled=True, results_url=str(results), models=["model-a", "model-b@together"],
-                     init_url=str(folder / "all_stat.json"), rounds=4, cache_dir=str(folder / "cache"))
-
 
 def test_leaderboard_is_read_from_local_copies_with_checksums(tmp_path):
     board = load_leaderboard(write_leaderboard(tmp_path, ["s1", "s2"]))

@@ -18,11 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import drift_exp.generation.hf as hf_module
 from drift_exp.config import GenerationConfig, TinyModelConfig
 from drift_exp.errors import ConfigError
 from drift_exp.generation import build_generator
-from drift_exp.generation.hf import HFGenerator
 from drift_exp.generation.vllm import (
     VLLMGenerator,
     _finished,
@@ -32,26 +30,11 @@ from drift_exp.generation.vllm import (
     sampling_kwargs,
     stop_token_ids,
 )
-from drift_exp.models import build_tiny, load_policy, load_tokenizer
+from drift_exp.models import build_tiny, load_tokenizer
 from drift_exp.records import GenRequest
 
 from .conftest import CONF
-
-
-def requests() -> list[GenRequest]:
-    long = "tell me more about byte-level tokenisers and why left truncation keeps the reply's cue " * 3
-    return [
-        GenRequest("r0", "chosen", [{"role": "user", "content": "Hi there"}], n=2),
-        GenRequest("r1", "rejected", [{"role": "system", "content": "Be brief."},
-                                      {"role": "user", "content": "What is DPO?"},
-                                      {"role": "assistant", "content": "A preference loss."},
-                                      {"role": "user", "content": "Shorter, please."}], n=2),
-        GenRequest("r2", "chosen", [], n=2, text="User: hello\nAssistant: hi\nSystem: be nicer\nAssistant:"),
-        GenRequest("r3", "candidate", [{"role": "user", "content": long}], n=2),  # cut
-        GenRequest("r4", "candidate", [], n=2, text="User: " + long + "\nAssistant:"),  # cut
-        GenRequest("r5", "chosen", [{"role": "user", "content": "Ünïcödé ✓ 日本語"}], n=2),
-    ]
-
+from .helpers import hf_effective_as_vllm, requests, run_hf
 
 MAX_PROMPT = 160
 
@@ -59,34 +42,6 @@ MAX_PROMPT = 160
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> Path:
     return build_tiny(TinyModelConfig(), root=tmp_path_factory.mktemp("tiny"))
-
-
-def run_hf(model_path: Path, cfg: GenerationConfig, reqs: list[GenRequest], monkeypatch):
-    """HFGenerator.generate for real, recording each batch's prompt rows and effective generation config."""
-    calls = []
-
-    def recording_load_policy(path, dtype, *args, **kwargs):
-        model = load_policy(path, dtype, *args, **kwargs)
-        prepare = model._prepare_generation_config
-        generate = model.generate
-
-        def prepare_and_record(generation_config, *a, **kw):
-            effective, model_kwargs = prepare(generation_config, *a, **kw)
-            calls[-1]["config"] = effective
-            return effective, model_kwargs
-
-        def generate_and_record(input_ids=None, attention_mask=None, **kw):
-            rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
-            calls.append({"rows": rows})
-            return generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
-
-        model._prepare_generation_config = prepare_and_record
-        model.generate = generate_and_record
-        return model
-
-    monkeypatch.setattr(hf_module, "load_policy", recording_load_policy)
-    completions = HFGenerator(cfg, "float32").generate(str(model_path), reqs, seed=0)
-    return completions, calls
 
 
 def hf_reimplemented(tok, reqs, max_prompt_length):
@@ -127,20 +82,6 @@ def test_prompt_ids_match_what_hf_generator_feeds_the_model(tiny, monkeypatch):
     assert fed == Counter(tuple(i) for i in ids)
     assert [c.prompt_tokens for c in completions] == [len(i) for i in ids]
     assert [c.truncated_prompt for c in completions] == cut
-
-
-def hf_effective_as_vllm(gen) -> dict:
-    """The settings transformers samples with, in SamplingParams names (off = what vLLM calls off)."""
-    sampling = bool(gen.do_sample)
-    return {
-        "n": gen.num_return_sequences,
-        "temperature": gen.temperature if sampling else 0.0,
-        "top_p": gen.top_p if sampling and gen.top_p is not None else 1.0,
-        "top_k": gen.top_k if sampling and gen.top_k else -1,
-        "repetition_penalty": 1.0 if gen.repetition_penalty is None else gen.repetition_penalty,
-        "max_tokens": gen.max_new_tokens,
-        "stop_token_ids": sorted(gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]),
-    }
 
 
 # top_k off must reach transformers as 0: a None is filled in from the checkpoint's generation_config.json and

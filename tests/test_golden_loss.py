@@ -24,10 +24,10 @@ from drift_exp.config import TinyModelConfig, TrainerConfig
 from drift_exp.models import build_tiny
 from drift_exp.records import PreferencePair
 
-from .test_diagnostics import PAIRS as DIAGNOSTICS_PAIRS
+from .helpers import DPO_PAIRS
 
 # test_diagnostics' eight pairs, then two more (the order is part of the golden run).
-PAIRS = [*DIAGNOSTICS_PAIRS,
+PAIRS = [*DPO_PAIRS,
          ("Pick a colour.", "Blue.", "I cannot."),
          ("Count to three.", "One, two, three.", "Three.")]
 

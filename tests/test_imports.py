@@ -8,6 +8,7 @@ never run and are left out. `python -m tests.test_imports` prints the layers and
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
     ("entry points", ["pipeline", "__main__"]),
 ]
-# What must never load the trainer or the pipeline, directly or through other modules (DESIGN.md: generation,
+# What must never load the trainer or the pipeline, directly or through other modules (docs/DESIGN.md: generation,
 # scoring and evaluation run without them). evaluation.base runs its stage through the launcher, which can train.
 NO_TRAINING = ["generation", "scoring", "evaluation", "analysis", "data", "methods", "models", "records", "config"]
 NO_TRAINING_EXCEPT = ["evaluation.base"]
@@ -249,7 +250,7 @@ def training_imports(graph: dict[str, set[str]]) -> list[str]:
 
 
 def describe_layers(graph: dict[str, set[str]] | None = None) -> str:
-    """The layers, bottom first, with the modules each holds (for the issue notes and README)."""
+    """The layers, bottom first, with the modules each holds (README and docs/DESIGN.md describe them)."""
     graph = import_graph() if graph is None else graph
     lines = []
     for i, (title, _) in enumerate(LAYERS):
@@ -312,3 +313,11 @@ if __name__ == "__main__":
     for line in layer_violations(g) + training_imports(g):
         print("violation:", line)
 
+
+def test_test_modules_share_helpers_only_through_tests_helpers():
+    """A test module imports shared code from tests/helpers.py (or conftest), never from another test module."""
+    tests = Path(__file__).resolve().parent
+    pattern = re.compile(r"\s*(from\s+(\.|tests\.)test_\w+\s+import|import\s+tests\.test_)")
+    offenders = [f"{p.name}:{n}" for p in sorted(tests.glob("*.py"))
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.match(line)]
+    assert offenders == []

@@ -15,7 +15,7 @@ from drift_exp.config import Config, LauncherConfig
 from drift_exp.launch import stage_command
 
 from .conftest import ROOT
-from .test_e2e import drift_exp, mtimes, ok
+from .helpers import drift_exp, mtimes, ok
 
 LOCAL = ["launcher=local", "launcher.num_processes=2", "iterations=1", "trainer.warm_start_epochs=1",
          "trainer.learning_rate=1e-4", "tracking.mode=disabled"]

@@ -16,7 +16,7 @@ from drift_exp.generation.sampling import checkpoint_sampling, effective_samplin
 from drift_exp.generation.vllm import sampling_kwargs, stop_token_ids
 from drift_exp.models import build_tiny, load_tokenizer
 
-from .test_generation_parity import hf_effective_as_vllm, requests, run_hf
+from .helpers import hf_effective_as_vllm, requests, run_hf
 
 QWEN = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
 

@@ -4,7 +4,7 @@ settings `sampling.effective_sampling` resolves, so two backends given the same 
 from __future__ import annotations
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation.base import Generator, prompt_ids, render_prompt, reply_text
+from drift_exp.generation.protocol import Generator, prompt_ids, render_prompt, reply_text
 
 __all__ = ["Generator", "build_generator", "prompt_ids", "render_prompt", "reply_text"]
 

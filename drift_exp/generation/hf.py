@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation.base import prompt_ids, reply_text, request_seed
+from drift_exp.generation.protocol import prompt_ids, reply_text, request_seed
 from drift_exp.generation.sampling import effective_sampling, hf_generate_kwargs
 from drift_exp.models import load_policy, load_tokenizer, torch_dtype
 from drift_exp.records import Completion, GenRequest

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
-from drift_exp.generation.base import prompt_ids, reply_text, request_seed
+from drift_exp.generation.protocol import prompt_ids, reply_text, request_seed
 from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
 

@@ -1,0 +1,146 @@
+"""Helpers more than one test module uses: a test module imports them from here, never from another test module.
+
+- `drift_exp`, `ok`, `mtimes`, `FAST`: run `python -m drift_exp` on a run directory and read what it left.
+- `requests`, `run_hf`, `hf_effective_as_vllm`: generation requests that cover every prompt shape, and the HF
+  backend run for real with its prompt rows and effective sampling settings recorded.
+- `WB_TEMPLATE`, `write_leaderboard`: WildBench's score template and a two-model leaderboard as local files.
+- `DPO_PAIRS`: eight (prompt, chosen, rejected) texts for DPO steps on the tiny model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from drift_exp.config import GenerationConfig
+from drift_exp.evaluation.config import EloConfig
+from drift_exp.records import GenRequest
+
+from .conftest import ROOT
+
+# ------------------------------------------------------------------------------ running the CLI on a run dir
+
+FAST = ["generation.max_new_tokens=48", "trainer.max_length=512", "trainer.rpo_alpha=0"]
+
+
+def drift_exp(run_dir: Path, *overrides: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WANDB_MODE="offline")
+    env.pop("DRIFT_EXP_KILL_AT", None)
+    if kill_at:
+        env["DRIFT_EXP_KILL_AT"] = kill_at
+    cmd = [sys.executable, "-m", "drift_exp", f"hydra.run.dir={run_dir}", *FAST, *overrides]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+
+
+def ok(proc: subprocess.CompletedProcess) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def mtimes(run_dir: Path, markers: bool = True) -> dict[str, int]:
+    """Modification times of the stage outputs (DONE markers grow as later stages finish: markers=False)."""
+    skip = {"__main__.log", "config.yaml", ".lock"} | (set() if markers else {"DONE"})
+    return {str(p.relative_to(run_dir)): p.stat().st_mtime_ns for p in run_dir.rglob("*")
+            if p.is_file() and "wandb" not in p.parts and ".hydra" not in p.parts and p.name not in skip}
+
+
+# ------------------------------------------------------------------------------ generation
+
+def requests() -> list[GenRequest]:
+    long = "tell me more about byte-level tokenisers and why left truncation keeps the reply's cue " * 3
+    return [
+        GenRequest("r0", "chosen", [{"role": "user", "content": "Hi there"}], n=2),
+        GenRequest("r1", "rejected", [{"role": "system", "content": "Be brief."},
+                                      {"role": "user", "content": "What is DPO?"},
+                                      {"role": "assistant", "content": "A preference loss."},
+                                      {"role": "user", "content": "Shorter, please."}], n=2),
+        GenRequest("r2", "chosen", [], n=2, text="User: hello\nAssistant: hi\nSystem: be nicer\nAssistant:"),
+        GenRequest("r3", "candidate", [{"role": "user", "content": long}], n=2),  # cut
+        GenRequest("r4", "candidate", [], n=2, text="User: " + long + "\nAssistant:"),  # cut
+        GenRequest("r5", "chosen", [{"role": "user", "content": "Ünïcödé ✓ 日本語"}], n=2),
+    ]
+
+
+def run_hf(model_path: Path, cfg: GenerationConfig, reqs: list[GenRequest], monkeypatch):
+    """HFGenerator.generate for real, recording each batch's prompt rows and effective generation config."""
+    import drift_exp.generation.hf as hf_module  # torch and transformers: only for the tests that generate
+    from drift_exp.generation.hf import HFGenerator
+    from drift_exp.models import load_policy
+
+    calls = []
+
+    def recording_load_policy(path, dtype, *args, **kwargs):
+        model = load_policy(path, dtype, *args, **kwargs)
+        prepare = model._prepare_generation_config
+        generate = model.generate
+
+        def prepare_and_record(generation_config, *a, **kw):
+            effective, model_kwargs = prepare(generation_config, *a, **kw)
+            calls[-1]["config"] = effective
+            return effective, model_kwargs
+
+        def generate_and_record(input_ids=None, attention_mask=None, **kw):
+            rows = [ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True)]
+            calls.append({"rows": rows})
+            return generate(input_ids=input_ids, attention_mask=attention_mask, **kw)
+
+        model._prepare_generation_config = prepare_and_record
+        model.generate = generate_and_record
+        return model
+
+    monkeypatch.setattr(hf_module, "load_policy", recording_load_policy)
+    completions = HFGenerator(cfg, "float32").generate(str(model_path), reqs, seed=0)
+    return completions, calls
+
+
+def hf_effective_as_vllm(gen) -> dict:
+    """The settings transformers samples with, in SamplingParams names (off = what vLLM calls off)."""
+    sampling = bool(gen.do_sample)
+    return {
+        "n": gen.num_return_sequences,
+        "temperature": gen.temperature if sampling else 0.0,
+        "top_p": gen.top_p if sampling and gen.top_p is not None else 1.0,
+        "top_k": gen.top_k if sampling and gen.top_k else -1,
+        "repetition_penalty": 1.0 if gen.repetition_penalty is None else gen.repetition_penalty,
+        "max_tokens": gen.max_new_tokens,
+        "stop_token_ids": sorted(gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id]),
+    }
+
+
+# ------------------------------------------------------------------------------ WildBench files
+
+WB_TEMPLATE = Path(__file__).parent / "fixtures" / "eval" / "wb_score_template.md"
+
+
+def write_leaderboard(folder: Path, sessions: list[str]) -> EloConfig:
+    """Two leaderboard models in WildBench's file formats, as local copies."""
+    results = folder / "results"
+    results.mkdir(parents=True)
+    rows_a = [{"session_id": s, "parsed_result": {}, "meta_data": {}, "model_test": "model-a", "score": "3",
+               "model_output": "an answer"} for s in sessions]
+    rows_b = [{"session_id": s, "score": "7", "model_output": "another answer"} for s in sessions]
+    rows_b.append({"session_id": "unscored", "score": "N/A", "model_output": "x"})
+    (results / "model-a.json").write_text(json.dumps(rows_a))
+    (results / "model-b@together.json").write_text(json.dumps(rows_b))
+    stats = {"model-a": {"Arena Elo (hard-en) - latest": 1150, "AE2.0": "-"},
+             "model-b@together": {"Arena Elo (hard-en) - latest": "-"}}
+    (folder / "all_stat.json").write_text(json.dumps(stats))
+    return EloConfig(enabled=True, results_url=str(results), models=["model-a", "model-b@together"],
+                     init_url=str(folder / "all_stat.json"), rounds=4, cache_dir=str(folder / "cache"))
+
+
+# ------------------------------------------------------------------------------ DPO pairs
+
+# test_diagnostics trains on them; test_golden_loss appends two more (their order is part of the golden run).
+DPO_PAIRS = [
+    ("How do I boil an egg?", "Put it in boiling water for 8 minutes.", "Eggs are oval."),
+    ("Name a prime number.", "Seven is prime.", "Nine, I think."),
+    ("Translate 'cat' to French.", "Chat.", "Chien."),
+    ("What is 2 + 2?", "Four.", "Twenty-two, obviously, when you write them side by side."),
+    ("Give me a synonym for happy.", "Joyful.", "Sad."),
+    ("Capital of Italy?", "Rome is the capital of Italy.", "Milan."),
+    ("Say hi.", "Hi!", "No."),
+    ("Is water wet?", "Water makes things wet; whether it is itself wet depends on the definition.", "Yes."),
+]
