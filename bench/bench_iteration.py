@@ -24,8 +24,8 @@ Each side is timed as a whole subprocess (interpreter start, imports, loading, w
             uses come from the setup run's resolved config.yaml, so overrides reach both sides.
 
 Both project commands also pass `eval.benchmarks=[]` (the baseline evaluates nothing). They run from a snapshot
-of drift_exp/ and conf/ copied into the work directory at start, so edits to the working tree during the
-benchmark cannot mix versions.
+of drift_exp/ (its config tree included) copied into the work directory at start, so edits to the working tree
+during the benchmark cannot mix versions.
 
 Setup (not timed): `python -m drift_exp iterations=1 tracking.mode=disabled hydra.run.dir=<work>/setup
 run.stop_after=warm_start`. The runs alternate (proj, base, base, proj, ...) to spread machine noise. The report
@@ -189,12 +189,11 @@ def timed(cmd: list[str], log: Path, cwd: Path) -> tuple[float, float, float]:
 
 
 def snapshot(dest: Path) -> Path:
-    """Copy the package and its configs, so that edits to the working tree during the benchmark cannot mix
-    versions between runs. `python -m drift_exp` run from `dest` imports this copy (the current directory comes
+    """Copy the package (its config tree included), so that edits to the working tree during the benchmark cannot
+    mix versions between runs. `python -m drift_exp` run from `dest` imports this copy (the current directory comes
     first on sys.path, before the editable install)."""
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for name in ("drift_exp", "conf"):
-        shutil.copytree(REPO / name, dest / name, ignore=ignore, dirs_exist_ok=True)
+    shutil.copytree(REPO / "drift_exp", dest / "drift_exp", ignore=ignore, dirs_exist_ok=True)
     return dest
 
 

@@ -182,7 +182,7 @@ class TrainerConfig:
     rpo_alpha: float = 0.001
     # Reference model of each iteration's DPO.
     ref: RefMode = RefMode.previous
-    # How the reference enters the loss (user-needs #1/#2: a live reference doubles model memory); auto:
+    # How the reference enters the loss (a live reference model doubles the memory for weights); auto:
     # precomputed log-probs on GPU, a live reference model on CPU. The same reference log-probs either
     # way (auto already picks by hardware): neutral.
     ref_mode: RefModeKind = field(default=RefModeKind.auto, metadata=NEUTRAL)

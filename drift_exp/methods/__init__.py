@@ -1,4 +1,4 @@
-"""Pair construction. A method is two pure halves (DESIGN.md), so generation can run elsewhere:
+"""Pair construction. A method is two pure halves (docs/DESIGN.md), so generation can run elsewhere:
 `requests(records, iteration)` says what to sample; `pairs(records, completions, scorer)` builds
 the DPO pairs from what came back. Table 2 of the paper is the specification:
 

@@ -5,8 +5,8 @@ Why concrete values, not ``"auto"``
 The batch is explicit. By default (``trainer.global_batch_size: null``) it follows the authors' alignment-handbook
 YAMLs: ``trainer.micro_batch_size`` (4) pairs per device and no accumulation, so the effective batch is
 4 x world size (32 on their 8-GPU node). ``trainer.global_batch_size`` set pins the effective batch whatever the
-world size (with ``"auto"``, moving from 8 to 16 GPUs would silently double it; alignment-handbook #44,
-user-needs #9). :func:`drift_exp.training.dpo.derive_batch` turns either into a micro batch and gradient
+world size (with ``"auto"``, moving from 8 to 16 GPUs would silently double it; alignment-handbook issue
+#44). :func:`drift_exp.training.dpo.derive_batch` turns either into a micro batch and gradient
 accumulation for the given world size; the json then states all three numbers, so:
 
 - raw ``deepspeed.runtime.config.DeepSpeedConfig`` validates it (``"auto"`` raises a TypeError there) and

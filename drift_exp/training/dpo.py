@@ -115,7 +115,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
 
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"
         # The state must exist before TrainingArguments (use_configured_state); on CPU it must be
-        # told gloo (stack-notes §6). The timeout applies to every collective of the job.
+        # told gloo, the backend torch has there (tests/test_launchers.py). The timeout applies to every collective.
         PartialState(timeout=timedelta(seconds=cfg.ddp_timeout), **({} if cuda else {"backend": "gloo"}))
     elif os.environ.get("ACCELERATE_USE_DEEPSPEED") == "true":
         raise UserError(f"{stage}: launched with DeepSpeed but without a ZeRO-3 config; transformers would "
