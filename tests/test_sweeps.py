@@ -1,4 +1,5 @@
-"""Every sweep in sweeps/ expands into the jobs of its paper artefact, and every job's config composes and validates.
+"""Every sweep in drift_exp/conf/sweep/ expands into the jobs of its paper artefact, and every job's config composes
+and validates.
 
 The jobs are expanded as Hydra's BasicSweeper expands them (drift_exp.sweeps.sweep_jobs) and each is
 composed by Hydra's own loader in MULTIRUN mode; one real `python -m drift_exp -m +sweep=...` runs from
