@@ -62,6 +62,17 @@ class OfflineRun:
     def keys(self) -> set[str]:
         return self.history_keys | self.summary_keys
 
+    # The two reads drift_exp.report.wandb_io makes of a public-API run, so an offline run can stand in for one.
+    @property
+    def summary_metrics(self) -> dict[str, Any]:
+        return self.summary
+
+    def scan_history(self, keys: list[str] | None = None) -> list[dict[str, Any]]:
+        """The history rows; with `keys`, only the rows holding all of them, cut to them (as the API does)."""
+        if keys is None:
+            return [dict(row) for row in self.history]
+        return [{k: row[k] for k in keys} for row in self.history if all(k in row for k in keys)]
+
     def column(self, key: str) -> list[tuple[Any, Any]]:
         """(step value, value) of every history row holding `key`; the step is the key's define_metric axis
         (e.g. `iteration`) where the row has it, else the row's _step."""
