@@ -182,9 +182,12 @@ def read_offline_run(path: Path) -> OfflineRun:
     for rec in iter_records(path):
         which = rec.WhichOneof("record_type")
         if which == "run":
-            r = rec.run
-            run.id, run.name, run.group, run.job_type = r.run_id, r.display_name, r.run_group, r.job_type
-            run.project, run.entity, run.tags = r.project, r.entity, list(r.tags)
+            r = rec.run  # a run may be recorded more than once (an update may leave fields empty)
+            for attr, value in (("id", r.run_id), ("name", r.display_name), ("group", r.run_group),
+                                ("job_type", r.job_type), ("project", r.project), ("entity", r.entity)):
+                if value:
+                    setattr(run, attr, value)
+            run.tags = list(dict.fromkeys([*run.tags, *r.tags]))
             _update(run.config, r.config.update)
         elif which == "config":
             _update(run.config, rec.config.update)
