@@ -434,6 +434,13 @@ def test_wandb_runs_become_the_same_rows(tmp_path, monkeypatch):
 EXPERIMENT = "wildfeedback-qwen7b-drift-full-s42"
 
 
+def wandb_teardown() -> None:
+    """End this process's W&B service, which writes the offline runs' files: after it, they are complete."""
+    import wandb
+
+    wandb.teardown()
+
+
 def write_experiment_run(root: Path) -> Path:
     """An offline W&B run in the layout of names.py: one run per experiment, per-iteration numbers against
     `iteration`, the training curves against a global step summed over the iterations, the Base row in the summary."""
@@ -463,6 +470,7 @@ def write_experiment_run(root: Path) -> Path:
                  "eval/wildbench/task_macro": task, "eval/wildbench/groups/Creative Tasks": task + 1,
                  "heldout/reward_accuracy": 0.5 + 0.1 * k})
     run.finish()
+    wandb_teardown()
     return Path(run.dir).parent
 
 
@@ -505,6 +513,7 @@ def test_report_is_logged_to_wandb_offline_without_a_key(tmp_path, monkeypatch):
     write_run(root, "sample", "tiny", "drift", "controlled", {0: {}, 1: {"proxy": {"reward_mean": 0.1}}})
     report = build_report([root], tmp_path / "out")
     assert report.wandb and Path(report.wandb).is_dir() and Path(report.wandb).is_relative_to(tmp_path / "out")
+    wandb_teardown()  # the run's file is written by W&B's service process: let it finish writing
     run = read_offline_run(Path(report.wandb))
     assert run.job_type == "report"
     assert {"tables/results", "tables/paper/table3", "figures/figure2_sample-tiny"} <= run.keys

@@ -203,6 +203,9 @@ def read_offline_run(path: Path) -> OfflineRun:
             m = rec.metric
             if m.step_metric:
                 run.step_metrics[m.name or m.glob_name] = m.step_metric
+    if not run.id:
+        raise OfflineRunError(f"{path}: no run record in it (is W&B still writing it? a run's files are complete "
+                              "once its process, or wandb.teardown(), has ended)")
     return run
 
 
