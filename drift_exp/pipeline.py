@@ -283,7 +283,8 @@ def pairs_stage(st: Stage, cfg: Config, method: PairBuilder, records: list[Feedb
     if not pairs:
         raise UserError(f"{st.folder}: iteration {k} built no preference pairs ({dict(method.stats)})")
     write_jsonl(st.folder / "pairs.jsonl", pairs)
-    write_preview(st.folder, pairs, k, cfg.method.name, tracker.run)  # pairs_preview.md + W&B table
+    write_preview(st.folder, pairs, k, cfg.method.name, tracker.run, records=records,
+                  stats=method.stats)  # pairs_preview.md + W&B table
     st.finish(dict(method.stats))
     tracker.log("stage/pairs", st.stats)
 

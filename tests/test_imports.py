@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
         "provenance"]),
     ("orchestration: run directory, stage jobs, preflight, analyses", [
-        "stages", "launch", "worker", "plan", "analysis", "report",
+        "stages", "launch", "worker", "plan", "analysis", "report", "dashboards",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
     ("entry points", ["pipeline", "__main__"]),
 ]

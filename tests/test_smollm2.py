@@ -1,11 +1,10 @@
 """Fast checks of the pip-packaged models: locating them, refusing bad GGUF sources early, the plain
-format's turn cut, the pairs preview. The runs on the real model are in test_smollm2_e2e.py."""
+format's turn cut (the pairs preview: test_preview.py). The runs on the real model are in
+test_smollm2_e2e.py."""
 
-import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -15,8 +14,6 @@ from drift_exp.config import Config, register_configs, scorer_path, validate
 from drift_exp.errors import ConfigError
 from drift_exp.generation import reply_text
 from drift_exp.packaged import PACKAGES, gguf_file_of, install_hint, package_dir, package_file
-from drift_exp.preview import COLUMNS, preview_rows, render_markdown, write_preview
-from drift_exp.records import PreferencePair
 
 from .conftest import CONF, ROOT
 
@@ -90,41 +87,6 @@ def test_the_cli_refuses_a_missing_package_before_anything_runs(tmp_path):
 ])
 def test_reply_text(raw, plain, finished, want):
     assert reply_text(raw, plain, finished) == want
-
-
-def pairs() -> list[PreferencePair]:
-    prompt = [{"role": "user", "content": "x" * 400 + " tail of the question?"}]
-    return [PreferencePair(id="r1-s0", prompt=prompt, chosen="# A heading\nchosen text", rejected="bad",
-                           meta={"score_chosen": 0.5, "score_rejected": -1.25}),
-            PreferencePair(id="r2-s0", prompt=[{"role": "user", "content": "hi"}], chosen="", rejected="no", meta={})]
-
-
-def test_pairs_preview_markdown(tmp_path):
-    rows = preview_rows(pairs(), n=5)
-    assert [list(r) for r in rows] == [COLUMNS, COLUMNS]
-    assert rows[0]["prompt_tail"].startswith("user: …") and rows[0]["prompt_tail"].endswith("tail of the question?")
-    assert len(rows[0]["prompt_tail"]) == len("user: …") + 300
-    assert (rows[0]["chosen_chars"], rows[0]["rejected_chars"], rows[1]["reward_chosen"]) == (23, 3, None)
-    path = write_preview(tmp_path, pairs(), 1, "iterdpo")
-    text = path.read_text()
-    assert text == render_markdown(rows, 1, 2, "iterdpo") and path == tmp_path / "pairs_preview.md"
-    assert "# Iteration 1: 2 of 2 pairs (iterdpo)" in text and "reward 0.500 vs -1.250" in text
-    assert "> # A heading" in text and "> (empty)" in text  # a reply's Markdown stays quoted
-    assert len(preview_rows(pairs(), n=1)) == 1
-
-
-def test_pairs_preview_wandb_table(tmp_path):
-    import wandb
-
-    run = wandb.init(project="t", dir=str(tmp_path), mode="offline")
-    try:
-        write_preview(tmp_path, pairs(), 2, "drift", run=run)
-    finally:
-        run.finish()
-    tables = list(Path(tmp_path, "wandb").glob("offline-run-*/files/media/table/pairs/preview_*.table.json"))
-    assert len(tables) == 1
-    table = json.loads(tables[0].read_text())
-    assert table["columns"] == COLUMNS and [r[0] for r in table["data"]] == ["r1-s0", "r2-s0"]
 
 
 @pytest.mark.e2e  # reads the 98 MB file's header and runs the plan CLI (~10 s)

@@ -22,7 +22,7 @@ class Drift(Builder):
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]:
-        self.stats = Counter()
+        self.stats = Counter(skipped_empty_sample=0)  # always reported, 0 included (the preview shows it)
         out = [pair(rec, f"s{i}", chosen=text, rejected=rec.rejected, sampled="chosen", sample_index=i,
                     chosen_from="policy", rejected_from="dsat_reply" if rec.kind == "dsat" else "dataset_rejected")
                for rec, i, text in each_sample(records, completions, self.stats)]

@@ -34,7 +34,7 @@ class IterDPO(Builder):
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]:
         by_id = {r.id: r for r in records}
-        self.stats = Counter()
+        self.stats = Counter(skipped_empty_sample=0)  # always reported, 0 included (the preview shows it)
         if self._ranked(records):
             out = self._rank(by_id, completions, scorer)
         else:

@@ -18,7 +18,7 @@ class Spin(Builder):
 
     def pairs(self, records: list[FeedbackRecord], completions: list[Completion],
               scorer=None) -> list[PreferencePair]:
-        self.stats = Counter()
+        self.stats = Counter(skipped_empty_sample=0)  # always reported, 0 included (the preview shows it)
         out = [pair(rec, f"s{i}", chosen=rec.chosen, rejected=text, sampled="rejected", sample_index=i,
                     rejected_from="policy", chosen_from="sat_reply" if rec.kind == "sat" else "dataset_chosen")
                for rec, i, text in each_sample(records, completions, self.stats)]

@@ -26,6 +26,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tag", action="append", default=[], help="with --wandb: only runs with this tag, e.g. "
                                                               "method:drift; repeatable, all of them")
     p.add_argument("--sweep", help="only runs of this sweep (config run.sweep_name)")
+    p.add_argument("--coverage", action="append", type=Path, default=[],
+                   help="a coverage analysis's folder (python -m drift_exp.analysis.coverage --out) to link from "
+                        "report.md; repeatable (folders under the sources are found without it)")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
     args = p.parse_args(argv)
     if not args.sources and not args.wandb:
@@ -38,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (args.sources[0] / "report" if len(args.sources) == 1 else Path("report"))
     try:
         report = build_report(args.sources, out, wandb_path=args.wandb, groups=args.group, tags=args.tag,
-                              sweep=args.sweep, log_to_wandb=not args.no_wandb)
+                              sweep=args.sweep, log_to_wandb=not args.no_wandb, coverage=args.coverage)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {report.markdown}, {report.csv}" + "".join(f", {p.name}" for p in report.figures))
+    print(f"wrote {report.markdown}, {report.csv}, {report.long_csv}" + "".join(f", {p.name}" for p in report.figures))
     if report.wandb:
         print(f"W&B report run: {report.wandb}")
     return 0

@@ -160,28 +160,71 @@ def results_markdown(rows: list[Row]) -> str:
     return "\n".join(out)
 
 
-def results_csv_rows(rows: list[Row]) -> tuple[list[str], list[list[str]]]:
+def cell(value: Any) -> Any:
+    """A value for a program: a finite number as a number, a non-empty string as it is, else None (missing)."""
+    x = number(value)
+    if x is not None:
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else x
+    return value if isinstance(value, str) and value and value != MISSING else None
+
+
+def printed(value: str | None) -> float | str | None:
+    """A paper value as printed ("48.94") as a number; None where the paper has none."""
+    if value is None or value in ("", MISSING):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def numeric_delta(ours: Any, paper: str | None) -> float | None:
+    x, p = number(ours), printed(paper)
+    return round(x - p, 6) if x is not None and isinstance(p, float) else None
+
+
+def results_table(rows: list[Row], paper_as_printed: bool = False) -> tuple[list[str], list[list[Any]]]:
+    """The rows of results.csv with typed cells: numbers as numbers, None where a value is missing (never 0,
+    never a dash). The W&B table takes them as they are; results.csv writes None as an empty cell and the
+    paper's values as printed (paper_as_printed: "51.80", which a CSV reader still parses as a number)."""
     header = list(ID_COLUMNS)
     for m in PAPER_METRICS:
         header += [m.id, f"{m.id}_paper", f"{m.id}_delta"]
     header += [m.id for m in (*OWN_METRICS, *EXTRA_METRICS)]
     body = []
     for r in rows:
-        line = [r.data, r.model, r.setting or MISSING, r.method, str(r.iteration), fmt(r.seed, 0),
-                " ".join(r.runs) or MISSING]
+        line = [r.data, r.model, r.setting or None, r.method, r.iteration, r.seed, " ".join(r.runs) or None]
         for m in PAPER_METRICS:
-            line += [fmt(r.ours.get(m.id), m.digits), r.paper.get(m.id, MISSING),
-                     delta(r.ours.get(m.id), r.paper.get(m.id), m.digits)]
-        line += [fmt(r.ours.get(m.id), m.digits) for m in (*OWN_METRICS, *EXTRA_METRICS)]
+            paper = r.paper.get(m.id) if paper_as_printed else printed(r.paper.get(m.id))
+            line += [cell(r.ours.get(m.id)), paper,
+                     numeric_delta(r.ours.get(m.id), r.paper.get(m.id))]
+        line += [cell(r.ours.get(m.id)) for m in (*OWN_METRICS, *EXTRA_METRICS)]
         body.append(line)
     return header, body
 
 
-def write_csv(path: Path, header: list[str], body: list[list[str]]) -> None:
+LONG_COLUMNS = ("experiment", "method", "data", "model", "setting", "seed", "iteration", "metric", "value")
+
+
+def results_long(records: Iterable[Record]) -> tuple[list[str], list[list[Any]]]:
+    """Long format: one row per (run, iteration) x metric that has a number, in the metric ids of results.csv
+    (the Base row is method 'base', the warm start 'seed')."""
+    body = []
+    for r in records:
+        for m in (*PAPER_METRICS, *OWN_METRICS, *EXTRA_METRICS):
+            value = cell(value_at(r.metrics, m.path))
+            if isinstance(value, (int, float)):
+                body.append([r.experiment, r.method, r.data, r.model, r.setting or None, r.seed, r.iteration, m.id,
+                             value])
+    return list(LONG_COLUMNS), body
+
+
+def write_csv(path: Path, header: list[str], body: list[list[Any]]) -> None:
+    """A CSV a program can read: None is an empty cell, numbers are written in full (no rounding)."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(header)
-        w.writerows(body)
+        w.writerows([["" if v is None else v for v in line] for line in body])
 
 
 def paper_tables(cells: list[PaperCell]) -> list[tuple[str, list[str], list[list[str]]]]:
@@ -199,6 +242,13 @@ def paper_tables(cells: list[PaperCell]) -> list[tuple[str, list[str], list[list
                 for (data, setting, method, k), values in grid.items()]
         tables.append((TABLE_TITLES.get(table, f"Table {table}"), header, body))
     return tables
+
+
+def typed_paper_tables(cells: list[PaperCell]) -> list[tuple[str, list[str], list[list[Any]]]]:
+    """paper_tables with numbers as numbers and None where the paper has no value (for W&B tables)."""
+    return [(title, header, [[None if v == MISSING else v for v in line[:3]] + [int(line[3])]
+                             + [printed(v) for v in line[4:]] for line in body])
+            for title, header, body in paper_tables(cells)]
 
 
 def paper_markdown(cells: list[PaperCell]) -> str:
