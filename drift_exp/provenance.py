@@ -196,7 +196,10 @@ def check_input_paths(cfg: Any) -> None:
     if not ev.wildbench.template_url.startswith(("http://", "https://")):
         files.append(("eval.wildbench.template_url", ev.wildbench.template_url.removeprefix("file://"), file))
     try:
-        files_read(cfg.data.source)  # data.source and the files a folder's reader reads
+        source = Path(cfg.data.source).expanduser()
+        if not files_read(cfg.data.source) and cfg.data.source != "sample" and kind_of(source) == "folder":
+            raise DataError(f"data.source={cfg.data.source!r} is a folder without a file any reader takes (the "
+                            "released dsat_data.jsonl, sat_dsat_annotation.json, or UltraFeedback's data files)")
         for key, value, kinds in files:
             if value and value != "sample":
                 require_kind(key, Path(value).expanduser(), kinds)
