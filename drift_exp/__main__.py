@@ -53,6 +53,7 @@ def main(dcfg: DictConfig) -> None:
         if not started:
             _drop_job_log(own_log)  # a refused run leaves no outputs/<exp>/__main__.log behind
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            err.args = (mask_text(str(err)),)  # Hydra prints it again
             raise  # Hydra records this job as failed and goes on with the others
         sys.exit(2)  # a clear message, no traceback
     except Exception as err:  # a full or read-only disk under the run directory: one line, not a traceback

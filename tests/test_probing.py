@@ -171,7 +171,7 @@ def test_an_accepted_reference_is_masked_in_every_file_of_the_run(tmp_path, mode
     assert any("wandb" in p.parts for p in files) and (run / ".hydra" / "hydra.yaml").exists()
     assert files_holding(run, *words) == []
     done = (run / "iter_0" / "DONE").read_text()  # the evaluation's marker records the resolved eval section
-    assert "api_key=***" in done and "token=***" in done and '"Authorization": "***"' in done
+    assert "t.md?token=***" in done and '"Authorization": "***"' in done  # (base_url is neutral: not recorded)
 
 
 # --- 2. path kinds --------------------------------------------------------------------------------------
@@ -358,7 +358,8 @@ def test_a_file_rewritten_while_it_is_read_is_an_error(tmp_path, monkeypatch):
 def test_resume_sees_an_added_seed_file_and_a_records_file_cut_at_a_line(tmp_path, model_cache):
     data = _released_copy(tmp_path / "released", seed=False)
     run = tmp_path / "run"
-    args = (f"data.source={data}", "data.name=rel", "run.stop_after=prepare", "tracking.mode=disabled")
+    args = (f"data.source={data}", "data.name=rel", "data.format=released", "run.stop_after=prepare",
+            "tracking.mode=disabled")
     proc, _ = cli(run, *args, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     records = run / "data" / "records.jsonl"
