@@ -17,12 +17,11 @@ field; with skip it is counted in stats["skipped"] by reason. Besides the schema
 invalid_json, too_deep (nested 500+ levels), number_too_long (over 4300 digits), duplicate_key (a key twice in
 one object), chosen_equals_rejected (the same reply on both sides), unknown_role (a message role other than
 system, user or assistant), bad_prompt (the prompt before the reply does not end with the user's turn, e.g. only
-an assistant turn), and in a .json array the damage the parser
-cannot step over (truncated_file, invalid_json, ...: the rows after it are not read). Kept and counted in
-stats["warnings"]: lone_surrogates_replaced (\\udc00 without its pair, kept as U+FFFD), long_integers_read_as_text
-(a .json array's integers beyond 64 bits). A prompt, reply or response that shows nothing (white space or
-zero-width format characters only) counts as empty. An empty, white-space-only, compressed or UTF-16/32 file is an error
-naming what it is.
+an assistant turn), and in a .json array the damage the parser cannot step over (truncated_file, invalid_json,
+...: the rows after it are not read). Kept and counted in stats["warnings"]: lone_surrogates_replaced (\\udc00
+without its pair, kept as U+FFFD), long_integers_read_as_text (a .json array's integers beyond 64 bits). A prompt,
+reply or response that shows nothing (white space or zero-width format characters only) counts as empty. An
+empty, white-space-only, compressed or UTF-16/32 file is an error naming what it is.
 """
 
 from __future__ import annotations
