@@ -1,4 +1,9 @@
-"""`python -m drift_exp [overrides]`: compose the config, validate it, run the pipeline."""
+"""`python -m drift_exp [overrides]`: compose the config, validate it, run the pipeline.
+
+Order of the checks: the command line's values for literal credentials (before Hydra composes: its own errors
+print values), then the composed config's keys (a `+key` the schema lacks), its credentials (before anything
+prints or stores a value), its values (validate), the kinds of its paths and the model folders; only then is the
+run directory locked and written. Every log line is masked for credentials (drift_exp/credentials.py)."""
 
 import logging
 import os
@@ -11,8 +16,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.config import Config, register_configs, validate
-from drift_exp.credentials import check_credentials
+from drift_exp.config_keys import check_known_keys, check_stop_after
+from drift_exp.credentials import check_credentials, check_overrides, install_log_mask, mask_text
 from drift_exp.errors import UserError
+from drift_exp.provenance import check_input_paths
+from drift_exp.run_dir_check import disk_problem
 from drift_exp.stages import RunDir
 
 register_configs()  # before @hydra.main composes: the schema, the cells, the run-directory resolver
@@ -21,23 +29,74 @@ log = logging.getLogger("drift_exp")
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
-    cfg: Config = OmegaConf.to_object(dcfg)
-    if os.environ.get("SLURM_PROCID", "0") != "0" and cfg.launcher.name == "slurm":
-        return  # one orchestrator per experiment: the job's first task; the others only lend their node
+    install_log_mask()  # Hydra has configured the console and the run's log file by now
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    own_log = _fresh_job_log(run_dir)  # the log file Hydra just opened in a folder holding nothing else
+    started = False
     try:
-        validate(cfg)  # before any heavy import: a bad value fails in well under a second
+        check_known_keys(dcfg)  # +trainer.learnig_rate=1 is refused like the plain form
         check_credentials(dcfg)  # a literal password or token would end up in config.yaml and W&B
+        cfg: Config = OmegaConf.to_object(dcfg)
+        if os.environ.get("SLURM_PROCID", "0") != "0" and cfg.launcher.name == "slurm":
+            return  # one orchestrator per experiment: the job's first task; the others only lend their node
+        check_stop_after(cfg.run.stop_after)  # iter_0/<stage>: the warm start has a name of its own
+        validate(cfg)  # before any heavy import: a bad value fails in well under a second
+        check_input_paths(cfg)  # FIFOs, devices, a model.path that is no model: before anything is written
         # One process per run directory, refused before the heavy imports (the pipeline holds it on).
-        with RunDir(Path(HydraConfig.get().runtime.output_dir), cfg.run.overwrite).locked():
+        with RunDir(run_dir, cfg.run.overwrite).locked():
+            started = True
             from drift_exp.pipeline import run  # torch, transformers, trl load here
 
             run(cfg, dcfg)
     except UserError as err:
-        log.error("%s", err)
+        log.error("%s", mask_text(str(err)))
+        if not started:
+            _drop_job_log(own_log)  # a refused run leaves no outputs/<exp>/__main__.log behind
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            err.args = (mask_text(str(err)),)  # Hydra prints it again
             raise  # Hydra records this job as failed and goes on with the others
         sys.exit(2)  # a clear message, no traceback
+    except Exception as err:  # a full or read-only disk under the run directory: one line, not a traceback
+        why = disk_problem(err)
+        if why is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise
+        log.error("%s: cannot write the run directory (%s); free disk space or fix its permissions and rerun the "
+                  "command (finished stages are kept)", run_dir, mask_text(why))
+        sys.exit(2)
+
+
+def _fresh_job_log(run_dir: Path) -> logging.FileHandler | None:
+    """Hydra's file handler for the job's log when that file is empty and alone in the run directory (so this
+    process made it), else None."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            path = Path(handler.baseFilename)
+            try:
+                alone = path.parent == run_dir.resolve() and [p.name for p in run_dir.iterdir()] == [path.name]
+                if alone and path.stat().st_size == 0:
+                    return handler
+            except OSError:
+                return None
+    return None
+
+
+def _drop_job_log(handler: logging.FileHandler | None) -> None:
+    if handler is None:
+        return
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    path = Path(handler.baseFilename)
+    path.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()  # the run directory Hydra made for this refused run, now empty
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
+    try:
+        check_overrides(sys.argv[1:])
+    except UserError as err:
+        sys.stderr.write(f"drift_exp: error: {err}\n")
+        sys.exit(2)
     main()

@@ -176,3 +176,55 @@ def load_policy(path: str, dtype: torch.dtype, trust: bool | None = None):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code(trust))
+
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+
+
+def check_model_folder(key: str, value: str, trust: bool = False, gguf_file: str | None = None) -> None:
+    """A local model.path / scorer.path checked before anything is written: a folder with a config.json that
+    transformers resolves (AutoConfig, no weights loaded) and its weights (safetensors, .bin, or the GGUF file
+    model.gguf_file names), or a .gguf file. Hub ids, 'tiny', 'auto' and pkg: paths are left to their loaders.
+    ConfigError naming the key otherwise."""
+    from drift_exp.config import looks_local
+    from drift_exp.errors import ConfigError
+    from drift_exp.provenance import kind_of
+
+    if value in ("tiny", "auto") or value.startswith("pkg:"):
+        return
+    path = Path(value).expanduser()
+    kind = kind_of(path)
+    if kind == "missing":
+        if looks_local(value):
+            raise ConfigError(f"{key}={value!r}: no such file or folder (expected a model folder or a hub id)")
+        return  # a hub id
+    if kind == "file":
+        if path.suffix != ".gguf":
+            raise ConfigError(f"{key}={value!r} is a file, expected a model folder (config.json and weights) "
+                              "or a .gguf file")
+        return  # its reading is checked by packaged.gguf_file_of
+    if kind != "folder":
+        raise ConfigError(f"{key}={value!r} is {kind}, expected a model folder (config.json and weights)")
+    if gguf_file:
+        if kind_of(path / gguf_file) != "file":
+            raise ConfigError(f"{key}={value!r}: model.gguf_file={gguf_file!r} is not a file in this folder")
+        return
+    config = path / "config.json"
+    if kind_of(config) != "file":
+        ggufs = sorted(p.name for p in path.glob("*.gguf"))
+        hint = f" (it holds {ggufs[0]}: set model.gguf_file={ggufs[0]})" if ggufs else ""
+        raise ConfigError(f"{key}={value!r}: no config.json in this folder, so it is not a model folder{hint}; "
+                          "expected a saved transformers model (config.json and its weights)")
+    weights = [f for f in WEIGHT_FILES if kind_of(path / f) == "file"] or sorted(
+        p.name for pattern in ("*.safetensors", "pytorch_model*.bin") for p in path.glob(pattern))
+    if not weights:
+        raise ConfigError(f"{key}={value!r}: config.json but no weights in this folder (expected "
+                          "model.safetensors, sharded *.safetensors with their index, or pytorch_model.bin)")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(path, trust_remote_code=trust)
+    except Exception as err:  # unknown model_type, damaged JSON, remote code not trusted: say which
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise ConfigError(f"{key}={value!r}: transformers cannot read its config.json ({first[:300]})") from None

@@ -43,7 +43,7 @@ from drift_exp.names import (
 )
 from drift_exp.preview import write_preview
 from drift_exp.provenance import data_identity, save_hydra_record
-from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl, write_text
+from drift_exp.records import Completion, FeedbackRecord, read_jsonl, record_count, write_json, write_jsonl, write_text
 from drift_exp.stages import RunDir, Stage, read_markers
 from drift_exp.tracking import Tracker
 from drift_exp.training.diagnostics import flat_signal
@@ -146,7 +146,8 @@ def check_stages(rd: RunDir, cfg: Config, method: PairBuilder) -> Plan:
     prep = rd.stage(None, PREPARE, "", prepare_section(cfg))
     stats = None
     if prep.done:
-        records = read_jsonl(rd.require(prep.folder / "records.jsonl", prep.id), FeedbackRecord)
+        records = read_jsonl(rd.require(prep.folder / "records.jsonl", prep.id), FeedbackRecord,
+                             record_count(prep.stats))  # the count prepare recorded (a file cut short)
     else:
         records, stats = load_records(cfg.data, cfg.seed)
     warm = rd.stage(0, TRAIN, prep.key, {"model": result_fields(cfg.model), "trainer": training_section(cfg),

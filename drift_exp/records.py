@@ -149,10 +149,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             yield lineno, obj
 
 
-def read_jsonl(path: Path, cls: type) -> list:
-    """Read a JSONL file written by write_jsonl back into dataclasses of type cls."""
+def read_jsonl(path: Path, cls: type, expected: int | None = None) -> list:
+    """Read a JSONL file written by write_jsonl back into dataclasses of type cls. `expected`: the number of
+    rows the stage that wrote it recorded; another count (a file cut at a line boundary, or added to) is an
+    error naming the file and both counts."""
     names = {f.name for f in fields(cls)}
-    out = []
+    out: list = []
     for lineno, obj in iter_jsonl(path):
         unknown = set(obj) - names
         if unknown:
@@ -161,7 +163,21 @@ def read_jsonl(path: Path, cls: type) -> list:
             out.append(cls(**obj))
         except TypeError as err:
             raise DataError(f"{path}: line {lineno}: {err}") from None
+    if expected is not None and len(out) != expected:
+        raise DataError(f"{path}: {len(out)} rows, but the stage that wrote it recorded {expected} (cut short or "
+                        f"edited?). Restore it, or delete {Path(path).parent}/ and every later iter_* folder and "
+                        "rerun the command to redo them.")
     return out
+
+
+def record_count(stats: dict[str, Any]) -> int | None:
+    """How many records the prepare stage wrote to data/records.jsonl, from the counts in its stats (every reader
+    records them: by kind for WildFeedback and the released files, as prompts for UltraFeedback); None when the
+    stats do not say."""
+    if isinstance(stats.get("prompts"), int):
+        return stats["prompts"]
+    counts = [stats.get(k) for k in ("dsat", "sat", "seed_pairs")]
+    return sum(counts) if all(isinstance(c, int) for c in counts) else None
 
 
 def write_text(path: Path, text: str) -> None:

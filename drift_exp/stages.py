@@ -45,6 +45,7 @@ from drift_exp.config import NO_LEGACY, resume_rule
 from drift_exp.credentials import scrub
 from drift_exp.errors import StageConflict, UserError
 from drift_exp.names import ITERATION_GLOB, LEAVES, TRAIN, folder_iteration, folder_stages, iteration_folder, stage_id
+from drift_exp.provenance import unrecorded_ok
 from drift_exp.records import write_json
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def config_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[st
         if key not in before:  # a setting added after this stage ran
             if legacy is not NO_LEGACY and _normal({"v": legacy})["v"] == now[key]:
                 continue
-            if key.startswith(UNRECORDED_OK):
+            if key.startswith(UNRECORDED_OK) and unrecorded_ok(key, before):  # a file added is a change
                 log.warning("%s: not recorded by the run that finished this stage (an older drift_exp); "
                             "not checked", key)
                 continue

@@ -47,10 +47,15 @@ READERS: dict[str, Reader] = {
 
 def load_records(cfg: DataConfig, seed: int = 42) -> tuple[list[FeedbackRecord], dict[str, Any]]:
     """Read the configured source into records and its counts (data/stats.json)."""
+    from drift_exp.provenance import check_unchanged, snapshot
+
+    before = snapshot(cfg.source)  # of the files read; a file rewritten while it is read is an error
     fmt = detect_format(cfg)
     if fmt not in READERS:
         raise DataError(f"data.format={fmt!r} has no reader")
-    return READERS[fmt](cfg, seed)
+    records, stats = READERS[fmt](cfg, seed)
+    check_unchanged(cfg.source, before)
+    return records, stats
 
 
 def select_records(records: list[FeedbackRecord], kind: str, setting: SettingConfig,

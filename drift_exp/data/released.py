@@ -127,7 +127,7 @@ def _reply(obj: dict, key: str, warnings: Counter) -> str:
             raise Invalid("bad_reply", f"field '{key}': expected the last message to be the assistant's, got "
                           + (f"one from {msgs[-1]['role']!r}" if msgs else "an empty list"))
         text = msgs[-1]["content"]
-    if not text.strip():
+    if stream.blank(text):
         raise Invalid("empty_reply", f"field '{key}': expected the reply's text, got an empty one")
     return text
 
@@ -137,7 +137,7 @@ def _record(kind: str, name: str, lineno: int, obj: dict, source: str, warnings:
     if not prompt or prompt[-1]["role"] != "user":
         raise Invalid("bad_prompt", "field 'prompt': expected the context to end with the user's turn, got "
                       + (f"a last message from {prompt[-1]['role']!r}" if prompt else "an empty list"))
-    if not prompt[-1]["content"].strip():
+    if stream.blank(prompt[-1]["content"]):
         raise Invalid("empty_prompt", f"field 'prompt[{len(prompt) - 1}].content': expected the user's turn, got "
                       "only white space")
     rec = FeedbackRecord(id=f"{source}-{kind}-l{lineno}", prompt=prompt,
@@ -153,7 +153,7 @@ def _record(kind: str, name: str, lineno: int, obj: dict, source: str, warnings:
                           f"got {json_type(pref)}")
         rec.feedback = _content(_get(pref, "content", "user_preference.content", ()), "user_preference.content",
                                 warnings)
-        if not rec.feedback.strip():
+        if stream.blank(rec.feedback):
             raise Invalid("empty_feedback", "field 'user_preference.content': expected the user's follow-up, got "
                           "only white space")
     return rec

@@ -14,8 +14,11 @@ SAMPLE_DIR = Path(__file__).parent / "sample"
 
 def local_or_hub(source: str) -> Path | str:
     """A Path when `source` exists locally; the hub id when it has the 'org/name' shape; else DataError."""
+    from drift_exp.provenance import require_kind
+
     path = Path(source).expanduser()
     if path.exists():
+        require_kind("data.source", path)  # a FIFO or a device would hang the reader
         return path
     looks_local = path.is_absolute() or source.startswith((".", "~")) or path.suffix != ""
     if looks_local or source.count("/") != 1:

@@ -26,6 +26,7 @@ import codecs
 import difflib
 import json
 import logging
+import unicodedata
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -299,6 +300,17 @@ def did_you_mean(missing: str, present: Iterable[str], known: Iterable[str] = ()
         if key.lower() == missing.lower() or difflib.SequenceMatcher(None, key, missing).ratio() >= 0.8:
             return f" (found {key!r}: did you mean {missing!r}?)"
     return ""
+
+
+def blank(text: str) -> bool:
+    """True when `text` shows nothing: empty, white space, or only Unicode format characters besides (a zero-width
+    space, a word joiner, a byte-order mark, a soft hyphen: category Cf)."""
+    rest = text.strip()
+    if not rest:
+        return True
+    if rest.isascii():
+        return False
+    return all(ch.isspace() or unicodedata.category(ch) == "Cf" for ch in rest)
 
 
 def clean_text(text: str) -> str:

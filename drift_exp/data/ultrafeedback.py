@@ -15,11 +15,13 @@ folder of split files, or a hub id (read with `datasets`, only when named). Reco
 Bad input: with data.on_invalid=error a bad row is a DataError naming the file, the row (line N / row N) and the
 field; with skip it is counted in stats["skipped"] by reason. Besides the schema checks below: not_utf8,
 invalid_json, too_deep (nested 500+ levels), number_too_long (over 4300 digits), duplicate_key (a key twice in
-one object), chosen_equals_rejected (the same reply on both sides), and in a .json array the damage the parser
-cannot step over (truncated_file, invalid_json, ...: the rows after it are not read). Kept and counted in
-stats["warnings"]: lone_surrogates_replaced (\\udc00 without its pair, kept as U+FFFD), long_integers_read_as_text
-(a .json array's integers beyond 64 bits). An empty, white-space-only, compressed or UTF-16/32 file is an error
-naming what it is.
+one object), chosen_equals_rejected (the same reply on both sides), unknown_role (a message role other than
+system, user or assistant), bad_prompt (the prompt before the reply does not end with the user's turn, e.g. only
+an assistant turn), and in a .json array the damage the parser cannot step over (truncated_file, invalid_json,
+...: the rows after it are not read). Kept and counted in stats["warnings"]: lone_surrogates_replaced (\\udc00
+without its pair, kept as U+FFFD), long_integers_read_as_text (a .json array's integers beyond 64 bits). A prompt,
+reply or response that shows nothing (white space or zero-width format characters only) counts as empty. An
+empty, white-space-only, compressed or UTF-16/32 file is an error naming what it is.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ SAMPLE_FILES = {"ultrafeedback_binarized": "ultrafeedback_binarized.jsonl",
                 "ultrafeedback_raw": "ultrafeedback_raw.jsonl"}
 BINARIZED_FIELDS = ("prompt", "prompt_id", "chosen", "rejected", "score_chosen", "score_rejected")
 RAW_FIELDS = ("source", "instruction", "completions")
+ROLES = ("system", "user", "assistant")
 RAW_COUNTS = ("nan_scores", "none_scores", "non_numeric_scores", "empty_responses", "top_score_ties")
 
 
@@ -181,6 +184,10 @@ def _messages(value: Any, key: str) -> list[Message]:
     ):
         raise _Invalid("not_a_message_list",
                        f"field '{key}': expected a list of {{'role': str, 'content': str}} messages")
+    for j, m in enumerate(value):
+        if m["role"] not in ROLES:
+            raise _Invalid("unknown_role", f"field '{key}[{j}].role': expected one of {list(ROLES)}, got "
+                           f"{m['role'][:40]!r}")
     if not value or value[-1]["role"] != "assistant":
         raise _Invalid("no_assistant_reply", f"field '{key}': expected the last message to be the assistant's reply")
     return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -192,17 +199,20 @@ def _binarized(row: dict[str, Any], n: int, name: str, seed: int, counts: Counte
     _require(row, BINARIZED_FIELDS)
     prompt_text = _text(row["prompt"], "prompt")
     prompt_id = _text(row["prompt_id"], "prompt_id")
-    if not prompt_text.strip():
+    if stream.blank(prompt_text):
         raise _Invalid("empty_prompt", "field 'prompt': expected a non-empty prompt text")
     chosen = _messages(row["chosen"], "chosen")
     rejected = _messages(row["rejected"], "rejected")
     if chosen[:-1] != rejected[:-1]:
         raise _Invalid("prompts_differ", "fields 'chosen' and 'rejected': expected the same messages before the "
                        "final assistant reply, they differ")
-    if not chosen[:-1] or not chosen[-2]["content"].strip():
+    if not chosen[:-1] or stream.blank(chosen[-2]["content"]):
         raise _Invalid("empty_prompt", "field 'chosen': expected a non-empty user prompt before the reply")
+    if chosen[-2]["role"] != "user":
+        raise _Invalid("bad_prompt", f"field 'chosen[{len(chosen) - 2}].role': expected the prompt to end with the "
+                       f"user's turn, got one from {chosen[-2]['role']!r}")
     for key, msgs in (("chosen", chosen), ("rejected", rejected)):
-        if not msgs[-1]["content"].strip():
+        if stream.blank(msgs[-1]["content"]):
             raise _Invalid("empty_reply", f"field '{key}': the assistant reply is empty")
     if chosen[-1]["content"].strip() == rejected[-1]["content"].strip():
         raise _Invalid("chosen_equals_rejected", f"field 'rejected[{len(rejected) - 1}].content': the same reply "
@@ -218,7 +228,7 @@ def _raw(row: dict[str, Any], n: int, name: str, seed: int, counts: Counter) -> 
     _require(row, RAW_FIELDS)
     instruction = _text(row["instruction"], "instruction")
     subset = _text(row["source"], "source")
-    if not instruction.strip():
+    if stream.blank(instruction):
         raise _Invalid("empty_prompt", "field 'instruction': expected a non-empty prompt text")
     comps = row["completions"]
     if not isinstance(comps, list):
@@ -240,7 +250,7 @@ def _raw(row: dict[str, Any], n: int, name: str, seed: int, counts: Counter) -> 
             seen["non_numeric_scores"] += 1
         elif not math.isfinite(score):
             seen["nan_scores"] += 1  # NaN (or infinite)
-        elif not response.strip():
+        elif stream.blank(response):
             seen["empty_responses"] += 1
         else:
             eligible.append((i, float(score)))

@@ -59,7 +59,7 @@ from typing import Any
 from drift_exp.config import DataConfig, OnInvalid
 from drift_exp.data import cache, stream
 from drift_exp.data.sources import SAMPLE_DIR, hub_file, local_or_hub
-from drift_exp.data.stream import Invalid, json_type
+from drift_exp.data.stream import Invalid, blank, json_type
 from drift_exp.errors import DataError
 from drift_exp.records import FeedbackRecord
 
@@ -156,16 +156,16 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
             skipped["contradictory_flags"] += 1
             continue
         reply = j - 1
-        if not texts[reply].strip():
+        if blank(texts[reply]):
             skipped["empty_reply"] += 1
             continue
-        if not texts[j].strip() or not texts[reply - 1].strip():  # the feedback, or the turn the reply answers
-            skipped["empty_feedback" if not texts[j].strip() else "empty_prompt"] += 1
+        if blank(texts[j]) or blank(texts[reply - 1]):  # the feedback, or the turn the reply answers
+            skipped["empty_feedback" if blank(texts[j]) else "empty_prompt"] += 1
             continue
         if d:
             out.append(record("dsat", reply, rejected=texts[reply], feedback=texts[j]))
             revision = reply + 2  # the agent's next reply, judged by the user turn after it
-            if revision + 1 in sat_at and texts[revision].strip():
+            if revision + 1 in sat_at and not blank(texts[revision]):
                 out.append(record("seed", reply, rejected=texts[reply], chosen=texts[revision], feedback=texts[j]))
         else:
             out.append(record("sat", reply, chosen=texts[reply], feedback=texts[j]))
@@ -268,7 +268,9 @@ def extract(rows: Iterable[Any], path: Path | str, source: str,
     try:
         for i, row in enumerate(rows):  # noqa: B007 (i is read after the loop)
             uid = row.get(ID) if type(row) is dict else None
-            if uid == 0 or not in_conv:
+            # Only a true integer 0 starts a conversation: false and 0.0 equal 0 in Python but are ids of the
+            # wrong type, refused by check_row within the conversation they stand in.
+            if (uid == 0 and type(uid) is int) or not in_conv:
                 if in_conv:
                     tally.close(i - start, bad, contents, flags)
                 contents, flags, bad, start, in_conv = [], [], None, i, True
