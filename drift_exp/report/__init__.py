@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drift_exp.report.collect import Record, ReportError, collect_local
+from drift_exp.report.elo import add_paper_vs_base, elo_markdown, pool_elo
 from drift_exp.report.figures import figure2, figure5
 from drift_exp.report.paper import load_cells, paper_index
 from drift_exp.report.tables import (
@@ -36,7 +37,8 @@ class Report:
 
 
 def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, groups: list[str] = (),
-                 tags: list[str] = (), sweep: str | None = None, log_to_wandb: bool = True) -> Report:
+                 tags: list[str] = (), sweep: str | None = None, log_to_wandb: bool = True,
+                 elo: str = "pool") -> Report:
     records: list[Record] = collect_local([Path(s) for s in sources]) if sources else []
     if wandb_path:
         from drift_exp.report.wandb_io import pull
@@ -48,7 +50,8 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         where = ", ".join(map(str, sources)) + (f" W&B {wandb_path}" if wandb_path else "")
         raise ReportError(f"nothing to report: no finished iteration found in {where}")
     cells = load_cells()
-    paper = paper_index(cells)
+    pools = pool_elo(records, elo)  # the Elo column: one pool (elo="pool") or each run's own rating ("alone")
+    paper = add_paper_vs_base(paper_index(cells))
     rows = build_rows(records, paper)
     out.mkdir(parents=True, exist_ok=True)
     header, body = results_csv_rows(rows)
@@ -60,6 +63,7 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         f"{len({r.source for r in records})} runs" + (f" of sweep {', '.join(sweeps)}" if sweeps else "")
         + f" ({', '.join(map(str, sources)) or wandb_path}). Missing values are –.\n",
         "## Results (Table 3/4 layout)\n", results_markdown(rows),
+        elo_markdown(pools, records, elo),
         "## Figures\n",
         *(f"![{p.stem}]({p.name})\n" for p in (*fig2, *fig5)),
         *([] if fig2 else ["Figure 2: no score in these runs (no WildBench, proxy or training numbers).\n"]),
