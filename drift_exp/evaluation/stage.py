@@ -65,7 +65,7 @@ def policy_fingerprint(policy_path: str) -> list:
 def _generate(reqs: list[GenRequest], gcfg: GenerationConfig, model_dtype: str, policy_path: str, seed: int,
               out_dir: Path) -> list[Completion]:
     """Generate (or reuse out_dir/completions.jsonl when policy, decoding and requests are unchanged), over
-    the node's data-parallel replicas as the generate stage does (the completions do not depend on them)."""
+    the node's data-parallel replicas as the generate stage does (see generation/replicas.py)."""
     from drift_exp.generation.replicas import generate_on_node
 
     what = {"policy": policy_fingerprint(policy_path), "generation": result_fields(gcfg), "dtype": model_dtype,
