@@ -1,6 +1,7 @@
 """The Hydra config groups made from files of the checkout: `sweep` (sweeps/*.yaml) and `cell` (one option per
-pair of conf/method/*.yaml and conf/setting/*.yaml). `drift_exp.config.register_configs` registers them beside
-the schema; `drift_exp.sweeps` expands and lists a sweep's jobs (it needs the config, so it sits above it).
+pair of conf/method/*.yaml and conf/setting/*.yaml), and the `rpo` group (RPO_OPTIONS below).
+`drift_exp.config.register_configs` registers them beside the schema; `drift_exp.sweeps` expands and lists a
+sweep's jobs (it needs the config, so it sits above it).
 """
 
 from __future__ import annotations
@@ -30,3 +31,22 @@ def register_sweeps() -> None:
         for setting in options["setting"]:
             node = OmegaConf.create({"defaults": [{"override /method": method}, {"override /setting": setting}]})
             cs.store(group="cell", name=f"{method}-{setting}", node=node, package="_global_")
+    register_rpo(cs)
+
+
+# `+rpo=dpo|rpo`: the two readings of the NLL weight (sweeps/README.md, "The NLL weight"), a dimension any
+# run or sweep can add: `python -m drift_exp -m +sweep=table3 +rpo=dpo,rpo`. dpo is Eq. 2 (plain DPO); its
+# runs get "-dpo" after the experiment name, so they never share a run directory with the default runs.
+# rpo is the authors' YAMLs (0.001, the schema's default): the default runs and directories. The report
+# labels the rows of other values (drift_exp/report/rpo.py).
+RPO_OPTIONS = {
+    "dpo": {"trainer": {"rpo_alpha": 0.0},
+            "hydra": {"run": {"dir": "outputs/${drift_exp.experiment_name:}-dpo"},
+                      "sweep": {"subdir": "${drift_exp.experiment_name:}-dpo"}}},
+    "rpo": {"trainer": {"rpo_alpha": 0.001}},
+}
+
+
+def register_rpo(cs: ConfigStore) -> None:
+    for name, values in RPO_OPTIONS.items():
+        cs.store(group="rpo", name=name, node=OmegaConf.create(values), package="_global_")

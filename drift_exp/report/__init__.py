@@ -15,6 +15,7 @@ from drift_exp.report.collect import Record, ReportError, collect_local
 from drift_exp.report.elo import add_paper_vs_base, elo_markdown, pool_elo
 from drift_exp.report.figures import figure2, figure5
 from drift_exp.report.paper import load_cells, paper_index
+from drift_exp.report.rpo import label_rpo, rpo_markdown
 from drift_exp.report.tables import (
     build_rows,
     paper_markdown,
@@ -50,6 +51,7 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         where = ", ".join(map(str, sources)) + (f" W&B {wandb_path}" if wandb_path else "")
         raise ReportError(f"nothing to report: no finished iteration found in {where}")
     cells = load_cells()
+    label_rpo(records)  # rows trained with a non-default trainer.rpo_alpha: "<method>+dpo", ...
     pools = pool_elo(records, elo)  # the Elo column: one pool (elo="pool") or each run's own rating ("alone")
     paper = add_paper_vs_base(paper_index(cells))
     rows = build_rows(records, paper)
@@ -62,7 +64,7 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         "# DRIFT reproduction report\n",
         f"{len({r.source for r in records})} runs" + (f" of sweep {', '.join(sweeps)}" if sweeps else "")
         + f" ({', '.join(map(str, sources)) or wandb_path}). Missing values are –.\n",
-        "## Results (Table 3/4 layout)\n", results_markdown(rows),
+        "## Results (Table 3/4 layout)\n", rpo_markdown(records), results_markdown(rows),
         elo_markdown(pools, records, elo),
         "## Figures\n",
         *(f"![{p.stem}]({p.name})\n" for p in (*fig2, *fig5)),

@@ -20,6 +20,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from drift_exp.report.rpo import unlabelled
+
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper_numbers.csv"
 
 # Key of a table row: (data, model, setting, method, iteration).
@@ -65,6 +67,7 @@ EXTRA_METRICS = (
     Metric("wb_elo_games", "WB-Elo games", ("eval", "wildbench", "elo_detail", "games"), digits=0),
     Metric("elo_alone", "Elo alone", ("eval", "wildbench", "elo")),  # the run's own rating (the stage's)
     Metric("elo_pool", "Elo pool", ("elo_pool", "pool")),
+    Metric("rpo_alpha", "RPO α", ("rpo_alpha",), digits=4),  # trainer.rpo_alpha of the run (report/rpo.py)
     Metric("wb_cost_usd", "WB cost", ("eval", "wildbench", "cost_usd"), digits=4),
     Metric("ae_n_outputs", "AE outputs", ("eval", "alpaca_eval", "n_outputs"), digits=0),
     Metric("ae_avg_length", "AE length", ("eval", "alpaca_eval", "avg_length"), digits=1),
@@ -115,7 +118,9 @@ def load_cells(path: Path = PAPER_CSV) -> list[PaperCell]:
 
 
 def paper_key(data: str, model: str, setting: str, method: str, iteration: int) -> Key:
-    """The key a run's row is looked up under: the base model's numbers do not depend on the data."""
+    """The key a run's row is looked up under: the base model's numbers do not depend on the data; a method
+    label's rpo_alpha suffix (drift_exp/report/rpo.py) is dropped."""
+    method = unlabelled(method)
     return ("" if method == "base" else data, model, "" if method in ("base", "seed") else setting, method, iteration)
 
 
