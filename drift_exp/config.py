@@ -229,15 +229,23 @@ class GenerationConfig(DecodingConfig):
     max_model_len: int | None = None
     # vLLM only: any other vllm.LLM argument, e.g. {swap_space: 8, enable_prefix_caching: true}.
     engine_kwargs: dict[str, Any] = field(default_factory=dict)
-    # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them and
-    # the completions do not depend on their number. null: vLLM, the GPUs // tensor_parallel_size; HF, one
-    # per GPU (1 on CPU). See drift_exp/generation/layout.py.
+    # Data-parallel generation replicas, one process (engine) each; the requests are sharded over them. The
+    # completions do not depend on their number with the HF backend, nor with vLLM when batch_invariant is on
+    # (without it vLLM's completions can change with the replica count). null: vLLM, the GPUs //
+    # tensor_parallel_size; HF, one per GPU (1 on CPU). See drift_exp/generation/layout.py.
     replicas: int | None = field(default=None, metadata=NEUTRAL)
     # model: start from the checkpoint's generation_config.json, then apply temperature, top_p,
     # max_new_tokens (and top_k / repetition_penalty where set) | none: the config's settings only.
     # Added after runs existed, which sampled with the config's settings only: their records count as none.
     sampling_defaults: SamplingDefaults = field(default=SamplingDefaults.model,
                                                 metadata=since(legacy=SamplingDefaults.none))
+    # vLLM only: run the engine batch-invariant (VLLM_BATCH_INVARIANT=1 set before vllm is imported in the
+    # generating process; drift_exp/generation/vllm.py). Without it a request's logits, hence its sampled
+    # tokens, depend on which requests share its batch, so the GPU (replica) count changes the completions;
+    # with it they do not (same GPU type, vLLM version, dtype and tensor-parallel size). vLLM 0.32: NVIDIA
+    # GPUs of compute capability >= 8.0 (A100, H100, H200), AMD Instinct, Intel XPU; slower decoding. The
+    # HF backend ignores it: its completions never depend on the replica count (generation/hf.py).
+    batch_invariant: bool = False
 
 
 @dataclass

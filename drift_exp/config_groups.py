@@ -4,7 +4,8 @@
 `drift-exp` runs from any directory). Its `sweep/` folder is the config group `sweep` (each file starts with
 `# @package _global_`), which Hydra reads from the tree like any other group. The `cell` group has no files: one
 option per pair of conf/method/*.yaml and conf/setting/*.yaml, stored in Hydra's ConfigStore.
-`drift_exp.config.register_configs` registers it beside the schema; `drift_exp.sweeps` expands and lists a
+The `rpo` group (RPO_OPTIONS below) is stored the same way.
+`drift_exp.config.register_configs` registers them beside the schema; `drift_exp.sweeps` expands and lists a
 sweep's jobs (it needs the config, so it sits above it).
 """
 
@@ -33,3 +34,22 @@ def register_sweeps() -> None:
         for setting in options["setting"]:
             node = OmegaConf.create({"defaults": [{"override /method": method}, {"override /setting": setting}]})
             cs.store(group="cell", name=f"{method}-{setting}", node=node, package="_global_")
+    register_rpo(cs)
+
+
+# `+rpo=dpo|rpo`: the two readings of the NLL weight (drift_exp/conf/sweep/README.md, "The NLL weight"), a dimension any
+# run or sweep can add: `python -m drift_exp -m +sweep=table3 +rpo=dpo,rpo`. dpo is Eq. 2 (plain DPO); its
+# runs get "-dpo" after the experiment name, so they never share a run directory with the default runs.
+# rpo is the authors' YAMLs (0.001, the schema's default): the default runs and directories. The report
+# labels the rows of other values (drift_exp/report/rpo.py).
+RPO_OPTIONS = {
+    "dpo": {"trainer": {"rpo_alpha": 0.0},
+            "hydra": {"run": {"dir": "outputs/${drift_exp.experiment_name:}-dpo"},
+                      "sweep": {"subdir": "${drift_exp.experiment_name:}-dpo"}}},
+    "rpo": {"trainer": {"rpo_alpha": 0.001}},
+}
+
+
+def register_rpo(cs: ConfigStore) -> None:
+    for name, values in RPO_OPTIONS.items():
+        cs.store(group="rpo", name=name, node=OmegaConf.create(values), package="_global_")

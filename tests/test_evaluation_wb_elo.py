@@ -7,8 +7,12 @@ opponent) for a long run.
 """
 
 import hashlib
+import itertools
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,11 +20,12 @@ import pytest
 from drift_exp.errors import DataError
 from drift_exp.evaluation import wildbench as wb
 from drift_exp.evaluation.benchmarks import load_wildbench
-from drift_exp.evaluation.config import WildBenchConfig
+from drift_exp.evaluation.config import EloConfig, WildBenchConfig
 from drift_exp.evaluation.fetch import FetchError, cache_path
-from drift_exp.evaluation.wb_elo import build_games, play, wb_elo
+from drift_exp.evaluation.wb_elo import build_games, play, wb_elo, wb_elo_pool
 from drift_exp.evaluation.wb_leaderboard import load_leaderboard
 
+from .conftest import ROOT
 from .helpers import WB_TEMPLATE as TEMPLATE
 from .helpers import write_leaderboard
 
@@ -146,6 +151,154 @@ def test_no_task_in_common_gives_no_elo():
     got = wb_elo({"A": {"s1": (5, OUT)}, "X": {"s2": (9, OUT)}}, {"A": 1100.0}, "X", margin=3, tie_margin=2,
                  k_factor=4, rounds=2, dynamic=True, interval=16, seed=0)
     assert got["elo"] is None and got["games"] == 0
+
+
+# --------------------------------------------------- WildBench's settings and its length rule, by hand
+
+PINNED = dict(margin=2, tie_margin=2, k_factor=4, dynamic=True, interval=100, length_margin=1500)
+
+
+def test_defaults_are_the_pinned_leaderboard_settings():
+    e = EloConfig()
+    got = (e.margin, e.tie_margin, e.k_factor, e.dynamic, e.interval, e.rounds, e.length_margin)
+    assert got == (2, 2, 4.0, True, 100, 128, 1500)
+    assert "d6b8dcaf377d173d031980f97c16e1a82618c03d" in e.init_url and "d6b8dcaf377d" in e.results_url
+
+
+def test_cfg_job_of_eval_full_shows_the_pinned_settings():
+    proc = subprocess.run([sys.executable, "-m", "drift_exp", "--cfg", "job", "eval=full"], cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    elo = proc.stdout[proc.stdout.index("    elo:\n"):]
+    elo = elo[:elo.index("seed:")]
+    for line in ("enabled: true", "margin: 2", "tie_margin: 2", "k_factor: 4.0", "rounds: 128", "dynamic: true",
+                 "interval: 100", "length_margin: 1500"):
+        assert f"      {line}\n" in elo, elo
+
+
+def test_with_margin_2_and_tie_margin_2_a_gap_of_2_wins_and_1_draws():
+    results = {"a": {"s1": (7, OUT), "s2": (6, OUT), "s3": (5, OUT)}, "b": {"s1": (5, OUT), "s2": (5, OUT),
+                                                                           "s3": (5, OUT)}}
+    g = build_games(results, margin=2, tie_margin=2)
+    assert sorted(g.outcome.tolist()) == [0.5, 0.5, 1.0]  # s1 gap 2: a wins; s2 gap 1, s3 gap 0: draws
+
+
+def one_game(score_x: int, len_x: int, len_a: int, **settings) -> dict:
+    """X (unanchored, 1000) against the fixed anchor A (1000) on one task: X's Elo after that one game is
+    1000 + 4 * (result - 0.5), i.e. 1002 for a win and 1000 for a draw."""
+    results = {"A": {"s": (3, "a" * len_a)}, "X": {"s": (score_x, "x" * len_x)}}
+    return wb_elo(results, {"A": 1000.0}, "X", rounds=2, seed=0, **{**PINNED, "dynamic": False, **settings})
+
+
+def test_the_length_rule_makes_a_decided_game_a_draw():
+    # X outscores A by 6 (a win), but its output is 1501 characters longer: more than 1500 -> a draw.
+    tie = one_game(9, 1601, 100)
+    assert tie["elo"] == pytest.approx(1000.0) and (tie["wins"], tie["draws"], tie["length_ties"]) == (0, 1, 1)
+    # Exactly 1500 longer is not "more than": the scores decide (a win, 1000 + 4 * 0.5).
+    win = one_game(9, 1600, 100)
+    assert win["elo"] == pytest.approx(1002.0) and (win["wins"], win["length_ties"]) == (1, 0)
+    # Either direction counts: A's output the longer one.
+    assert one_game(9, 100, 1601)["elo"] == pytest.approx(1000.0)
+    # A loss becomes a draw too (X scores 1, A 3).
+    assert one_game(1, 5000, 10)["elo"] == pytest.approx(1000.0)
+    assert one_game(1, 10, 10)["elo"] == pytest.approx(998.0)
+    # -1 switches the rule off.
+    assert one_game(9, 5000, 100, length_margin=-1)["elo"] == pytest.approx(1002.0)
+
+
+def test_the_length_rule_counts_stripped_lengths_and_makes_no_game_of_a_non_game():
+    # 2,000 spaces around a short reply: WildBench strips outputs when it loads them, so no length gap.
+    padded = wb_elo({"A": {"s": (3, "a")}, "X": {"s": (9, " " * 1000 + "x" + " " * 1000)}}, {"A": 1000.0}, "X",
+                    rounds=1, seed=0, **{**PINNED, "dynamic": False})
+    assert padded["elo"] == pytest.approx(1002.0)
+    # margin 3, tie margin 1: a gap of 2 is no game, and the length rule does not create one.
+    g = build_games({"A": {"s": (3, "a")}, "X": {"s": (5, "x" * 3000)}}, margin=3, tie_margin=1, length_margin=1500)
+    assert len(g.first) == 0
+
+
+def test_dynamic_anchor_with_interval_100_by_hand():
+    # X beats the dynamic anchor A (Arena Elo 1000) on two tasks; K = 4, interval 100. Either order:
+    #   game 1: E = 0.5: X = 1002, A = 998, A's 1st game -> pulled halfway back: (998 + 1000) / 2 = 999
+    #   game 2: E_X = 1 / (1 + 10^((999 - 1002) / 400)); X = 1002 + 4 (1 - E_X), A = 999 - 4 (1 - E_X) (no pull)
+    e_x = 1 / (1 + 10 ** ((999 - 1002) / 400))
+    x2, a2 = 1002 + 4 * (1 - e_x), 999 - 4 * (1 - e_x)
+    assert x2 == pytest.approx(1003.98274, abs=1e-5)
+    g = build_games({"A": {"s1": (1, OUT), "s2": (1, OUT)}, "X": {"s1": (9, OUT), "s2": (9, OUT)}}, 2, 2, 1500)
+    finals = play(g, {"A": 1000.0}, k_factor=4, rounds=3, dynamic=True, interval=100, seed=0)
+    assert finals.ravel().tolist() == pytest.approx([a2, x2] * 3, abs=1e-9)
+
+
+def wildbench_single_round(votes: list[tuple[str, str, str, int, int]], k: float, init: dict[str, float],
+                           dynamic: bool, interval: int, length_margin: int) -> dict[str, float]:
+    """WildBench's compute_single_round for one given order of the votes, written out plainly here:
+    votes are (model_1, model_2, winner or 'tie', length_1, length_2)."""
+    elo = dict(init)
+    for m1, m2, *_ in votes:
+        elo.setdefault(m1, 1000.0)
+        elo.setdefault(m2, 1000.0)
+    count = {m: 0 for m in elo}
+    for m1, m2, winner, l1, l2 in votes:
+        if m1 in init and m2 in init:
+            continue
+        e1 = 1 / (1 + 10 ** ((elo[m2] - elo[m1]) / 400))
+        e2 = 1 / (1 + 10 ** ((elo[m1] - elo[m2]) / 400))
+        if length_margin > 0 and abs(l1 - l2) > length_margin:
+            winner = "tie"
+        s1, s2 = (1, 0) if winner == m1 else (0, 1) if winner == m2 else (0.5, 0.5)
+        for m, s, e in ((m1, s1, e1), (m2, s2, e2)):
+            if m not in init:
+                elo[m] += k * (s - e)
+            elif dynamic:
+                elo[m] += k * (s - e)
+                if interval > 0 and count[m] % interval == 0:
+                    elo[m] = (elo[m] + init[m]) / 2
+        count[m1] += 1
+        count[m2] += 1
+    return elo
+
+
+def test_each_round_is_wildbench_single_round_on_some_order_of_the_games():
+    # Two policies P and Q and the dynamic anchor A (interval 1: pulled back after every game), one task
+    # each pair: P-A (P wins), Q-A (A wins), P-Q (P wins on score, but 1600 characters longer: a draw).
+    results = {"A": {"s1": (5, "a" * 100), "s2": (8, "a" * 100)},
+               "P": {"s1": (8, "p" * 100), "s3": (9, "p" * 1700)},
+               "Q": {"s2": (4, "q" * 100), "s3": (6, "q" * 100)}}
+    votes = [("A", "P", "P", 100, 100), ("A", "Q", "A", 100, 100), ("P", "Q", "P", 1700, 100)]
+    init = {"A": 1100.0}
+    expected = [wildbench_single_round(list(order), 4, init, True, 1, 1500) for order in itertools.permutations(votes)]
+    g = build_games(results, margin=2, tie_margin=2, length_margin=1500)
+    # P-A: P wins, A-Q: A wins (Q's loss), P-Q: a draw by the length rule.
+    assert sorted(g.outcome.tolist()) == [0.0, 0.5, 1.0]
+    finals = play(g, init, k_factor=4, rounds=40, dynamic=True, interval=1, seed=3)
+    seen = set()
+    for row in finals:
+        matches = [i for i, e in enumerate(expected)
+                   if all(abs(row[g.models.index(m)] - e[m]) < 1e-9 for m in ("A", "P", "Q"))]
+        assert matches, f"round {row.tolist()} is no order of WildBench's rounds"
+        seen.add(matches[0])
+    assert len(seen) >= 3  # the rounds do shuffle the order
+    pool = wb_elo_pool(results, init, ["P", "Q"], rounds=40, seed=3, k_factor=4, margin=2, tie_margin=2,
+                       dynamic=True, interval=1, length_margin=1500)
+    assert pool["P"]["elo"] == pytest.approx(finals[:, g.models.index("P")].mean())
+    assert (pool["P"]["games"], pool["P"]["wins"], pool["P"]["draws"], pool["P"]["length_ties"]) == (2, 1, 1, 1)
+    assert (pool["Q"]["games"], pool["Q"]["losses"], pool["Q"]["draws"]) == (2, 1, 1)
+
+
+def test_a_pool_rates_policies_against_each_other_a_lone_rating_does_not():
+    # P and Q draw with the fixed anchor A (1000) on 20 tasks; on 50 more (A has no score there) P beats Q.
+    # Rated alone against A, P only draws at expectation 0.5 and stays at 1000; in one pool P also plays
+    # (and beats) Q, so P ends above 1000 and Q below.
+    a = {f"s{n}": (5, OUT) for n in range(20)}
+    p = {**{f"s{n}": (5, OUT) for n in range(20)}, **{f"t{n}": (9, OUT) for n in range(50)}}
+    q = {**{f"s{n}": (5, OUT) for n in range(20)}, **{f"t{n}": (3, OUT) for n in range(50)}}
+    settings = dict(rounds=4, seed=0, **{**PINNED, "dynamic": False})
+    alone = wb_elo({"A": a, "P": p}, {"A": 1000.0}, "P", **settings)
+    assert alone["elo"] == pytest.approx(1000.0) and alone["games"] == 20
+    pool = wb_elo_pool({"A": a, "P": p, "Q": q}, {"A": 1000.0}, ["P", "Q"], **settings)
+    assert pool["P"]["games"] == pool["Q"]["games"] == 90  # 20 with A, 20 + 50 with each other
+    assert pool["P"]["elo"] > 1000 > pool["Q"]["elo"]
+    with pytest.raises(KeyError, match="R"):
+        wb_elo_pool({"A": a}, {}, ["R"], **settings)
 
 
 # ---------------------------------------------------------------------------------------------- the leaderboard

@@ -539,11 +539,17 @@ TINY = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=d
 
 @pytest.mark.e2e
 def test_sweep_end_to_end_then_report(tmp_path, model_cache):
+    from .test_report_elo import ScoringJudge, judged_sweep_overrides
+
     sweep_dir = tmp_path / "table7"
     env = dict(os.environ, WANDB_MODE="offline")
+    judge = ScoringJudge()  # WildBench judged on 3 tasks, WB-Elo against a fixture leaderboard
     cmd = [sys.executable, "-m", "drift_exp", "-m", "+sweep=table7", *TINY, f"hydra.sweep.dir={sweep_dir}",
-           f"eval.base_cache_dir={tmp_path / 'base_cache'}"]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+           f"eval.base_cache_dir={tmp_path / 'base_cache'}", *judged_sweep_overrides(judge.url, tmp_path)]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    finally:
+        judge.close()
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
     assert runs == ["sample-tiny-drift-full-s42", "sample-tiny-iterdpo-full-s42", "sample-tiny-spin-controlled-s42"]
@@ -574,7 +580,17 @@ def test_sweep_end_to_end_then_report(tmp_path, model_cache):
         assert math.isfinite(float(r["proxy"]))
         if r["method"] != "base":
             assert math.isfinite(float(r["loss"])) and math.isfinite(float(r["margins"]))
-        assert r["task"] == r["task_paper"] == r["win"] == ""  # no benchmark on CPU, no paper row for tiny
+        assert r["task_paper"] == r["win"] == ""  # no AlpacaEval judge here, no paper row for tiny
+        assert math.isfinite(float(r["task"]))  # WildBench, judged by the local judge
+    # WB-Elo: one pool of the 5 distinct policies (base, seed, three iteration-1 policies) and the fixture
+    # leaderboard's 2 models; each row also relative to the Base row.
+    assert {r["elo_pool"] for r in rows} == {"pool"}
+    base_elo = float(by_method["base"]["elo"])
+    for r in rows:
+        assert float(r["elo_vs_base"]) == pytest.approx(float(r["elo"]) - base_elo, abs=0.011)
+        assert math.isfinite(float(r["elo_alone"]))  # each run's own rating, from its evaluation
+    assert float(by_method["base"]["elo_vs_base"]) == 0
+    assert "5 policies of these runs and the leaderboard's 2 models (1 anchored" in (out / "report.md").read_text()
     text = (out / "report.md").read_text()
     (heading, header, body), *_ = md_tables(text)
     assert heading == "sample · tiny" and header[:4] == ["setting", "method", "iter", "seed"]

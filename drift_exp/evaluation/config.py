@@ -15,7 +15,8 @@ from drift_exp.errors import ConfigError
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
 TEMPLATES = ("official", "project")
 # WildBench's repository at the commit the leaderboard files below were read from (2024-08-01 snapshot).
-WILDBENCH_RAW = "https://raw.githubusercontent.com/allenai/WildBench/d6b8dcaf377d173d031980f97c16e1a82618c03d"
+WILDBENCH_COMMIT = "d6b8dcaf377d173d031980f97c16e1a82618c03d"
+WILDBENCH_RAW = f"https://raw.githubusercontent.com/allenai/WildBench/{WILDBENCH_COMMIT}"
 
 
 @dataclass
@@ -67,16 +68,25 @@ class EloConfig:
     # Initial ratings: LMSYS Chatbot Arena Elo per model (WildBench's all_stat.json) and its key.
     init_url: str = WILDBENCH_RAW + "/leaderboard/data_dir/all_stat.json"
     init_column: str = "Arena Elo (hard-en) - latest"
-    # The settings of WildBench's leaderboard update script (margin=3 tie_margin=2 K=4 dynamic interval=16,
-    # 100 rounds; wb_elo.py's own defaults differ): a score gap >= margin is a
-    # win, <= tie_margin a tie (in between: no vote); K-factor; shuffled passes over the votes; anchored
-    # models move (dynamic) but are pulled halfway back to their Arena Elo every `interval` updates.
-    margin: int = 3
+    # The settings WildBench's leaderboard ran at the pinned commit (WILDBENCH_COMMIT): WildBench
+    # d6b8dcaf377d173d031980f97c16e1a82618c03d leaderboard/show_eval.sh runs leaderboard/wb_elo.py with
+    # margin=2 tie_margin=2 K=4 dynamic=True interval=100 --num_rounds 128 --length_margin 1500, and
+    # leaderboard/data_dir/wb_elo_results.json at that commit records the same "config". (The line above
+    # it there, margin=3 interval=16 with 100 rounds, is an older, commented-out setting.)
+    # A score gap >= margin is a win, else a gap <= tie_margin a draw (in between: no game).
+    margin: int = 2
     tie_margin: int = 2
+    # Elo K-factor.
     k_factor: float = 4.0
-    rounds: int = 100
+    # Shuffled passes over the games; each starts from the initial ratings.
+    rounds: int = 128
+    # Anchored models move too, pulled halfway back to their Arena Elo every `interval` of their games.
     dynamic: bool = True
-    interval: int = 16
+    interval: int = 100
+    # A game whose two outputs differ by more than this many characters (stripped of surrounding white
+    # space) is a draw whatever the scores (WildBench d6b8dcaf377d173d031980f97c16e1a82618c03d
+    # leaderboard/wb_elo.py, compute_single_round); -1: no length rule. Runs recorded before it had none.
+    length_margin: int = field(default=1500, metadata=since(legacy=-1))
     # Seed of the vote shuffles.
     seed: int = 42
     # Where downloads are kept; null: <drift_exp cache root>/wildbench.
@@ -184,8 +194,10 @@ def validate_eval(cfg: EvalConfig) -> None:
         ("eval.wildbench.template_sha256", w.template_sha256 is None or len(w.template_sha256) == 64,
          f"must be a 64-hex sha256 or null, got {w.template_sha256!r}"),
         ("eval.wildbench.elo.margin", e.margin >= 1, f"must be >= 1, got {e.margin}"),
-        ("eval.wildbench.elo.tie_margin", 0 <= e.tie_margin < e.margin,
-         f"must be >= 0 and below margin ({e.margin}), got {e.tie_margin}"),
+        ("eval.wildbench.elo.tie_margin", 0 <= e.tie_margin <= e.margin,
+         f"must be >= 0 and at most margin ({e.margin}), got {e.tie_margin}"),
+        ("eval.wildbench.elo.length_margin", e.length_margin == -1 or e.length_margin >= 1,
+         f"must be -1 (no length rule) or >= 1 characters, got {e.length_margin}"),
         ("eval.wildbench.elo.k_factor", e.k_factor > 0, f"must be > 0, got {e.k_factor}"),
         ("eval.wildbench.elo.rounds", e.rounds >= 1, f"must be >= 1, got {e.rounds}"),
         ("eval.wildbench.elo.interval", e.interval >= 0, f"must be >= 0 (0: never pulled back), got {e.interval}"),

@@ -65,7 +65,7 @@ def policy_fingerprint(policy_path: str) -> list:
 def _generate(reqs: list[GenRequest], gcfg: GenerationConfig, model_dtype: str, policy_path: str, seed: int,
               out_dir: Path) -> list[Completion]:
     """Generate (or reuse out_dir/completions.jsonl when policy, decoding and requests are unchanged), over
-    the node's data-parallel replicas as the generate stage does (the completions do not depend on them)."""
+    the node's data-parallel replicas as the generate stage does (see generation/replicas.py)."""
     from drift_exp.generation.replicas import generate_on_node
 
     what = {"policy": policy_fingerprint(policy_path), "generation": result_fields(gcfg), "dtype": model_dtype,
@@ -184,15 +184,11 @@ def _wildbench_sources(eval_cfg: EvalConfig) -> dict[str, Any] | None:
 def _elo(eval_cfg: EvalConfig, board: Any, records: list[dict[str, Any]], generator: str, out_dir: Path
          ) -> dict[str, Any]:
     from drift_exp.evaluation.wb_elo import wb_elo
-    from drift_exp.evaluation.wb_leaderboard import our_scores, unique_name
+    from drift_exp.evaluation.wb_leaderboard import elo_settings, our_scores, unique_name
 
-    e = eval_cfg.wildbench.elo
     name = unique_name(generator, board.scores)
-    result = wb_elo({**board.scores, name: our_scores(records)}, board.init, name, margin=e.margin,
-                    tie_margin=e.tie_margin, k_factor=e.k_factor, rounds=e.rounds, dynamic=e.dynamic,
-                    interval=e.interval, seed=e.seed)
-    settings = {"margin": e.margin, "tie_margin": e.tie_margin, "k_factor": e.k_factor, "rounds": e.rounds,
-                "dynamic": e.dynamic, "interval": e.interval, "seed": e.seed}
+    settings = elo_settings(eval_cfg.wildbench.elo)
+    result = wb_elo({**board.scores, name: our_scores(records)}, board.init, name, **settings)
     write_json(out_dir / "wildbench" / "elo.json", {"model": name, **result, "settings": settings,
                                                     "leaderboard": board.provenance})
     if result["elo"] is None:

@@ -107,3 +107,10 @@ def unique_name(name: str, taken: dict[str, Any]) -> str:
     while name in taken:
         name += " (drift_exp)"
     return name
+
+
+def elo_settings(cfg: EloConfig) -> dict[str, Any]:
+    """The rating settings of eval.wildbench.elo, as wb_elo / wb_elo_pool take them (and elo.json records them)."""
+    return {"margin": cfg.margin, "tie_margin": cfg.tie_margin, "length_margin": cfg.length_margin,
+            "k_factor": cfg.k_factor, "rounds": cfg.rounds, "dynamic": cfg.dynamic, "interval": cfg.interval,
+            "seed": cfg.seed}

@@ -4,9 +4,10 @@
 (`python -m drift_exp.generation.replicas WORKDIR R`) with CUDA_VISIBLE_DEVICES set to the replica's
 GPUs (its tensor-parallel group), waits for all of them and merges their completions in request order.
 Every child reads the whole request list and generates its own share (`generate_share`), so the shards
-need no coordination; seeds are tied to request (vLLM) or batch (HF) indices over the whole list, so the
-merged completions do not depend on the number of replicas. Each replica reports its generated tokens
-and seconds; the stage reports them per replica and in total.
+need no coordination; seeds are tied to request (vLLM) or batch (HF) indices over the whole list. The
+merged completions do not depend on the number of replicas with the HF backend, and with vLLM only when
+generation.batch_invariant is on (vLLM's logits otherwise depend on the batch; see generation/vllm.py).
+Each replica reports its generated tokens and seconds; the stage reports them per replica and in total.
 """
 
 from __future__ import annotations

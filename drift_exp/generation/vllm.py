@@ -13,10 +13,21 @@ HF backend without vLLM installed:
   explicitly, so vLLM merges nothing of its own.
 
 Seeds: `LLM(seed=seed)`, and every request gets its own seed derived from (seed, request index), so a
-request's samples do not depend on what else is in the batch, nor on how many replicas share the
+request's random draws do not depend on what else is in the batch, nor on how many replicas share the
 requests (`generate_share`: replica r of R takes the requests i with i % R == r, keeping their index).
-The two backends use different random generators: the same seed gives samples from the same
-distribution, not the same samples.
+The draws are not the whole story: the logits they sample from are computed by batched GPU kernels whose
+results depend (in the last bits) on the batch a request lands in, and one flipped token changes the
+rest of the sample. So, exactly:
+* generation.batch_invariant=false (vLLM's default): the same command on the same node gives the same
+  completions only as far as vLLM's scheduling repeats itself; another replica count (GPU count),
+  request order or engine setting can change them.
+* generation.batch_invariant=true: the engine runs with VLLM_BATCH_INVARIANT=1 (set here before vllm is
+  imported, `set_batch_invariance`), vLLM's batch-invariant kernels; a request's completion then does
+  not depend on the batch or the replica count, on the same GPU type, vLLM version, dtype and
+  tensor-parallel size (vLLM 0.32's documentation: beta; NVIDIA compute capability >= 8.0, e.g. A100,
+  H100, H200; AMD Instinct; Intel XPU). A GPU without it is refused before the engine starts.
+The HF backend (generation/hf.py) is replica-invariant without any switch. The two backends use
+different random generators: the same seed gives samples from the same distribution, not the same samples.
 
 GPU memory: vLLM holds its weights and KV cache (`gpu_memory_utilization` of each GPU) until the
 process ends; its engine core and tensor-parallel workers are child processes. `generate` shuts the
@@ -30,10 +41,13 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 from drift_exp.config import GenerationConfig
+from drift_exp.errors import ConfigError
 from drift_exp.generation.protocol import prompt_ids, reply_text, request_seed
 from drift_exp.generation.sampling import effective_sampling, resolve, vllm_sampling_kwargs
 from drift_exp.records import Completion, GenRequest
@@ -154,6 +168,42 @@ def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed
     return kwargs
 
 
+BATCH_INVARIANT_ENV = "VLLM_BATCH_INVARIANT"
+MIN_CAPABILITY = (8, 0)  # vLLM 0.32's batch invariance on NVIDIA GPUs
+
+
+def check_batch_invariance_hardware() -> None:
+    """ConfigError unless this process sees a GPU that vLLM 0.32's batch invariance supports."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("generation.batch_invariant=true needs a GPU (vLLM's batch-invariant kernels: NVIDIA "
+                          "compute capability >= 8.0, AMD Instinct or Intel XPU); none is visible. Set "
+                          "generation.batch_invariant=false (completions may then depend on the GPU count)")
+    if torch.version.hip is None:  # NVIDIA (ROCm builds report AMD architectures through the same call)
+        cap = torch.cuda.get_device_capability(0)
+        if tuple(cap) < MIN_CAPABILITY:
+            raise ConfigError(f"generation.batch_invariant=true needs an NVIDIA GPU of compute capability >= 8.0 "
+                              f"(vLLM 0.32: A100, H100, H200, ...); {torch.cuda.get_device_name(0)} is "
+                              f"{cap[0]}.{cap[1]}. Set generation.batch_invariant=false (completions may then "
+                              "depend on the GPU count)")
+
+
+def set_batch_invariance(enabled: bool) -> None:
+    """VLLM_BATCH_INVARIANT=1 (or 0) in this process's environment, which the engine's processes inherit.
+
+    vLLM reads it when it is imported, so it is set before `import vllm`; a process that has already
+    imported vllm with the other value cannot switch (ConfigError: run generation in its own process,
+    launcher=local)."""
+    want = "1" if enabled else "0"
+    have = os.environ.get(BATCH_INVARIANT_ENV, "0")
+    if "vllm" in sys.modules and have != want:
+        raise ConfigError(f"generation.batch_invariant={str(enabled).lower()}: vllm is already imported in this "
+                          f"process with {BATCH_INVARIANT_ENV}={have}; run generation in its own process "
+                          "(launcher=local) or keep one setting per process")
+    os.environ[BATCH_INVARIANT_ENV] = want
+
+
 def _finished(finish_reason: str | None, token_ids: Sequence[int], stop_ids: set[int]) -> bool:
     # "stop": ended on a stop token. The last-token check also covers a sample whose EOS was its
     # max_tokens-th token, which vLLM may report as "length" and the HF backend counts as finished.
@@ -194,7 +244,11 @@ class VLLMGenerator:
     def generate_share(self, model_path: str, requests: list[GenRequest], seed: int, replica: int,
                        replicas: int) -> dict[int, Completion]:
         """Completions of requests i with i % replicas == replica, by request index. Request i is sampled
-        with request_seed(seed, i) whatever the number of replicas."""
+        with request_seed(seed, i) whatever the number of replicas (and, with generation.batch_invariant,
+        generates the same tokens whatever the number of replicas)."""
+        if self.cfg.batch_invariant:
+            check_batch_invariance_hardware()
+        set_batch_invariance(self.cfg.batch_invariant)  # before vllm is imported
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drift_exp.report.collect import Record, ReportError, collect_local
+from drift_exp.report.elo import add_paper_vs_base, elo_markdown, pool_elo
 from drift_exp.report.figures import figure2, figure5
 from drift_exp.report.paper import load_cells, paper_index
+from drift_exp.report.rpo import label_rpo, rpo_markdown
 from drift_exp.report.tables import (
     build_rows,
     paper_markdown,
@@ -44,7 +46,7 @@ class Report:
 
 def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, groups: list[str] = (),
                  tags: list[str] = (), sweep: str | None = None, log_to_wandb: bool = True,
-                 coverage: list[Path] = ()) -> Report:
+                 coverage: list[Path] = (), elo: str = "pool") -> Report:
     records: list[Record] = collect_local([Path(s) for s in sources]) if sources else []
     if wandb_path:
         from drift_exp.report.wandb_io import pull
@@ -56,7 +58,9 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         where = ", ".join(map(str, sources)) + (f" W&B {wandb_path}" if wandb_path else "")
         raise ReportError(f"nothing to report: no finished iteration found in {where}")
     cells = load_cells()
-    paper = paper_index(cells)
+    label_rpo(records)  # rows trained with a non-default trainer.rpo_alpha: "<method>+dpo", ...
+    pools = pool_elo(records, elo)  # the Elo column: one pool (elo="pool") or each run's own rating ("alone")
+    paper = add_paper_vs_base(paper_index(cells))
     rows = build_rows(records, paper)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(out / "results.csv", *results_table(rows, paper_as_printed=True))
@@ -71,7 +75,8 @@ def build_report(sources: list[Path], out: Path, wandb_path: str | None = None, 
         + f" ({', '.join(map(str, sources)) or wandb_path}). Missing values are –. The same numbers for a program: "
           "[results.csv](results.csv) (one column per number, empty where missing) and "
           "[results_long.csv](results_long.csv) (one row per run, iteration and metric).\n",
-        "## Results (Table 3/4 layout)\n", results_markdown(rows),
+        "## Results (Table 3/4 layout)\n", rpo_markdown(records), results_markdown(rows),
+        elo_markdown(pools, records, elo),
         "## Figures\n",
         *(f"![{p.stem}]({p.name})\n" for p in (*fig2, *fig5)),
         *(f"{n}\n" for n in notes),

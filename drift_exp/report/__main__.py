@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a coverage analysis's folder (python -m drift_exp.analysis.coverage --out) to link from "
                         "report.md; repeatable (folders under the sources are found without it)")
     p.add_argument("--no-wandb", action="store_true", help="do not log the report to W&B")
+    p.add_argument("--elo", choices=("pool", "alone"), default="pool",
+                   help="pool (default): rate every policy of the report in one WB-Elo pool with the leaderboard's "
+                        "models; alone: each run's own rating from its evaluation")
     args = p.parse_args(argv)
     if not args.sources and not args.wandb:
         p.error("name a run or sweep directory, or --wandb ENTITY/PROJECT")
@@ -41,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or (args.sources[0] / "report" if len(args.sources) == 1 else Path("report"))
     try:
         report = build_report(args.sources, out, wandb_path=args.wandb, groups=args.group, tags=args.tag,
-                              sweep=args.sweep, log_to_wandb=not args.no_wandb, coverage=args.coverage)
+                              sweep=args.sweep, log_to_wandb=not args.no_wandb, coverage=args.coverage,
+                              elo=args.elo)
     except ReportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

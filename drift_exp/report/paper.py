@@ -20,6 +20,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from drift_exp.report.rpo import unlabelled
+
 PAPER_CSV = Path(__file__).resolve().parents[1] / "paper_numbers.csv"
 
 # Key of a table row: (data, model, setting, method, iteration).
@@ -39,13 +41,16 @@ GROUPS = ("Creative Tasks", "Planning & Reasoning", "Math & Data Analysis", "Inf
           "Coding & Debugging")
 # WildBench's "Task" (Tables 5, 7; "Score" in Tables 3, 4, 6) is WB-Score's task macro average.
 PAPER_METRICS = (
-    Metric("elo", "Elo", ("eval", "wildbench", "elo")),
+    # WB-Elo as the report rates it (drift_exp/report/elo.py): all the report's policies in one pool.
+    Metric("elo", "Elo", ("elo_pool", "elo")),
     Metric("task", "Task", ("eval", "wildbench", "task_macro")),
     *(Metric(i, label, ("eval", "wildbench", "groups", g))
       for i, label, g in zip(("creative", "reasoning", "math", "info_seek", "coding"),
                              ("Creative", "Reasoning", "Math", "Info Seek", "Coding"), GROUPS, strict=True)),
     Metric("win", "Win", ("eval", "alpaca_eval", "win_rate")),
     Metric("lc", "LC", ("eval", "alpaca_eval", "lc_win_rate")),
+    # The same Elo relative to the Base row (the paper's value: its Elo minus its Base row's Elo).
+    Metric("elo_vs_base", "Elo − Base", ("elo_pool", "vs_base")),
 )
 # Numbers that exist on a CPU run too (the paper does not report them).
 OWN_METRICS = (
@@ -60,6 +65,9 @@ EXTRA_METRICS = (
     Metric("wb_judge", "WB judge", ("eval", "wildbench", "judge")),
     Metric("wb_template", "WB template", ("eval", "wildbench", "template", "template")),
     Metric("wb_elo_games", "WB-Elo games", ("eval", "wildbench", "elo_detail", "games"), digits=0),
+    Metric("elo_alone", "Elo alone", ("eval", "wildbench", "elo")),  # the run's own rating (the stage's)
+    Metric("elo_pool", "Elo pool", ("elo_pool", "pool")),
+    Metric("rpo_alpha", "RPO α", ("rpo_alpha",), digits=4),  # trainer.rpo_alpha of the run (report/rpo.py)
     Metric("wb_cost_usd", "WB cost", ("eval", "wildbench", "cost_usd"), digits=4),
     Metric("ae_n_outputs", "AE outputs", ("eval", "alpaca_eval", "n_outputs"), digits=0),
     Metric("ae_avg_length", "AE length", ("eval", "alpaca_eval", "avg_length"), digits=1),
@@ -72,7 +80,8 @@ EXTRA_METRICS = (
     Metric("steps", "steps", ("train", "steps"), digits=0),
 )
 # Columns computed from WildBench's judge: marked as a proxy when the judge prompt was not WildBench's own.
-WB_METRICS = ("elo", "task", "creative", "reasoning", "math", "info_seek", "coding", "wb_score")
+WB_METRICS = ("elo", "elo_vs_base", "elo_alone", "task", "creative", "reasoning", "math", "info_seek", "coding",
+              "wb_score")
 # Metrics only the paper's tables have (Table 5's WildBench output length).
 PAPER_ONLY = {"length": "Length"}
 LABELS = {m.id: m.label for m in (*PAPER_METRICS, *OWN_METRICS, *EXTRA_METRICS)} | PAPER_ONLY
@@ -109,7 +118,9 @@ def load_cells(path: Path = PAPER_CSV) -> list[PaperCell]:
 
 
 def paper_key(data: str, model: str, setting: str, method: str, iteration: int) -> Key:
-    """The key a run's row is looked up under: the base model's numbers do not depend on the data."""
+    """The key a run's row is looked up under: the base model's numbers do not depend on the data; a method
+    label's rpo_alpha suffix (drift_exp/report/rpo.py) is dropped."""
+    method = unlabelled(method)
     return ("" if method == "base" else data, model, "" if method in ("base", "seed") else setting, method, iteration)
 
 
