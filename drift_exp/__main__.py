@@ -10,9 +10,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from drift_exp.config import Config, register_configs, validate
+from drift_exp.config import Config, register_configs
 from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
+from drift_exp.plan import validate  # the config check: sections, method, this machine
 from drift_exp.stages import RunDir
 
 register_configs()  # before @hydra.main composes: the schema, the sweeps, the run-directory resolver

@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from drift_exp.config import Config, experiment_name, register_configs, validate
+from drift_exp.config import Config, experiment_name, register_configs
 from drift_exp.errors import ConfigError
+from drift_exp.plan import validate
 
 from .conftest import CONF, ROOT
 
