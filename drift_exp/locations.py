@@ -45,7 +45,7 @@ class Kind(StrEnum):
 class Location:
     value: str
     kind: Kind
-    path: Path | None = None  # LOCAL: the path, ~ expanded
+    path: Path | None = None  # LOCAL: the path, ~ expanded (None for a blank value)
 
     @property
     def exists(self) -> bool:
@@ -70,8 +70,10 @@ def locate(value: str, builtins: tuple[str, ...] = ()) -> Location:
         return Location(value, Kind.builtin)
     if value.startswith(PACKAGE_PREFIX):
         return Location(value, Kind.package)
+    if not value.strip():
+        return Location(value, Kind.local)  # names nothing (Path('') would be the working directory)
     path = Path(value).expanduser()
-    if value.strip() and path.exists():
+    if path.exists():
         return Location(value, Kind.local, path)
     if not looks_like_path(value) and is_hub_shaped(value):
         return Location(value, Kind.hub)
