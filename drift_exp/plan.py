@@ -393,9 +393,8 @@ def _measured(source: str, fmt: str, split: str, record_kind: str) -> tuple[floa
     from drift_exp.config import DataConfig, OnInvalid
 
     where = locate(source, ("sample",))
-    if where.kind == Kind.local and where.exists and where.path is not None:
-        files = [where.path] if where.path.is_file() else [p for p in where.path.rglob("*") if p.is_file()]
-        if sum(p.stat().st_size for p in files) > DATA_READ_LIMIT:
+    if where.kind == Kind.local and where.path is not None:
+        if _size_within(where.path, DATA_READ_LIMIT) is None:
             return None
     elif where.kind != Kind.builtin:
         return None
@@ -415,6 +414,26 @@ def _measured(source: str, fmt: str, split: str, record_kind: str) -> tuple[floa
     replies = [(r.rejected if r.kind == "dsat" else r.chosen) or "" for r in pool]
     contexts = [sum(len(m["content"]) for m in r.prompt) for r in pool]
     return sum(contexts) / len(pool), sum(map(len, replies)) / len(pool)
+
+
+def _size_within(path: Path, limit: int, max_entries: int = 256) -> int | None:
+    """Bytes of a regular file, or of the regular files in a small folder; None when it is anything else (a FIFO,
+    a device), larger than `limit`, or a folder of more than `max_entries` entries (never walked further)."""
+    if path.is_file():
+        size = path.stat().st_size
+        return size if size <= limit else None
+    if not path.is_dir():
+        return None
+    total, seen = 0, 0
+    for entry in path.rglob("*"):
+        seen += 1
+        if seen > max_entries:
+            return None
+        if entry.is_file():
+            total += entry.stat().st_size
+            if total > limit:
+                return None
+    return total
 
 
 def expected_lengths(cfg: Config, record_kind: str) -> Lengths:

@@ -180,3 +180,23 @@ def test_expected_lengths_come_from_the_data_where_it_can_be_read():
     assert got.reply == pytest.approx(sum(len(r.rejected) for r in dsat) / len(dsat))
     (_, hub), = compose(["data=wildfeedback"])
     assert plan.expected_lengths(hub, "dsat").source == "assumed"  # a hub id is not downloaded by the plan
+
+
+def test_the_plan_reads_only_small_regular_data(tmp_path):
+    import shutil as sh
+
+    from drift_exp.data.sources import SAMPLE_DIR
+
+    local = tmp_path / "sat_dsat_annotation.json"
+    sh.copy(SAMPLE_DIR / "sat_dsat_annotation.json", local)
+    (_, cfg), = compose(["data=wildfeedback", f"data.source={local}"])
+    assert plan.expected_lengths(cfg, "dsat").source == f"measured on {local}"
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert plan._size_within(fifo, 10**9) is None  # never opened: reading a FIFO would block
+    (_, cfg), = compose(["data=wildfeedback", f"data.source={fifo}"])
+    assert plan.expected_lengths(cfg, "dsat").source == "assumed"
+    for i in range(300):
+        (tmp_path / "many" / f"f{i}").parent.mkdir(exist_ok=True)
+        (tmp_path / "many" / f"f{i}").write_text("x")
+    assert plan._size_within(tmp_path / "many", 10**9) is None  # a large folder is not walked to the end
