@@ -15,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from drift_exp.config import Config, register_configs, validate
+from drift_exp.config import Config, register_configs
 from drift_exp.config_keys import check_known_keys, check_stop_after
 from drift_exp.credentials import check_credentials, check_overrides, install_log_mask, mask_text
 from drift_exp.errors import UserError
+from drift_exp.plan import validate  # the config check: sections, method, this machine
 from drift_exp.provenance import check_input_paths
 from drift_exp.run_dir_check import disk_problem
 from drift_exp.stages import RunDir

@@ -3,15 +3,21 @@
 The fields, their types and their defaults live here (the decoding fields generation.* and eval.*
 share in drift_exp/decoding.py); a YAML file under ``conf/`` sets only what its option changes. An
 unknown key or a value of the wrong type is rejected by OmegaConf while Hydra composes the config;
-ranges and cross-field rules are checked by :func:`validate`, which runs before anything heavy is
-imported. Both name the offending key.
+ranges are checked by each section's own `validate` method, right below its fields, and the rules
+that span sections by :func:`cross_section_checks`; `Config.validate()` runs them all, before anything heavy
+is imported. Both name the offending key. What a method needs (drift_exp/methods) and what this machine has
+(packages, local paths, GPUs) are checked with the preflight, drift_exp.plan.validate (the entry point).
+
+Upper bounds. A number that multiplies memory or time (samples per record, records, iterations, tokens,
+batch sizes, processes) has an upper bound far above any real run but low enough to stop a typo (an extra
+zero or three) before it reaches an allocation: each bound's comment says why it is where it is.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib.util
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import cache, lru_cache
@@ -24,7 +30,7 @@ from omegaconf import MISSING
 
 from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_fields, resume_rule_in, since  # noqa: F401
 from drift_exp.config_groups import register_sweeps
-from drift_exp.decoding import DecodingConfig, decoding_checks
+from drift_exp.decoding import MAX_TOKENS, DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 from drift_exp.evaluation.config import EvalConfig, validate_eval
 from drift_exp.names import (
@@ -32,12 +38,32 @@ from drift_exp.names import (
     ITERATION_STAGES,
     LABEL,
     LABEL_KEYS,
-    METHOD_KINDS,
     experiment_name,  # noqa: F401  (defined in names; kept importable from here for tests)
+    method_kinds,
     parse_stop_after,
     register_resolvers,
 )
 from drift_exp.packaged import gguf_file_of
+
+Check = tuple[str, bool, str]  # (key, holds, why it must: the message after the key when it does not)
+
+
+def require(checks: Iterable[Check]) -> None:
+    """Raise ConfigError for the first check that does not hold, naming its key."""
+    for key, ok, why in checks:
+        if not ok:
+            raise ConfigError(f"{key} {why}")
+
+
+def at_most(key: str, value: int | float | None, bound: int | float, what: str) -> Check:
+    """An upper bound: `what` says what the bound guards (memory or time) for the message."""
+    return (key, value is None or value <= bound, f"must be <= {bound:,} ({what}), got {value:,}"
+            if isinstance(value, int | float) else "")
+
+
+# Sequence lengths: the longest context of the models in reach (Qwen2.5, Gemma 3: 128k tokens). Anything above it
+# is a typo that would allocate a KV cache or activations for a context no model has.
+MAX_SEQUENCE = MAX_TOKENS
 
 
 class PromptFormat(StrEnum):
@@ -85,7 +111,7 @@ class OnInvalid(StrEnum):
 class MethodConfig:
     # Label used in the run directory name (e.g. drift, drift-unguided).
     name: str = MISSING
-    # Which pair builder in drift_exp/methods/ runs: drift | spin | iterdpo (drift_exp.names.METHOD_KINDS).
+    # Which pair builder in drift_exp/methods/ runs: drift | spin | iterdpo (the modules of drift_exp/methods/, drift_exp.names.method_kinds).
     kind: str = MISSING
     # Guided sampling conditions the chosen on the DSAT reply + feedback + instruction (Table 6 ablation: false).
     guided: bool = True
@@ -99,6 +125,21 @@ class MethodConfig:
     n_samples: int = 1
     # Train iteration k on the pairs of iterations 1..k (the SPIN authors' recipe); off in the DRIFT paper.
     accumulate: bool = False
+
+    def validate(self, key: str = "method") -> None:
+        kinds = method_kinds()
+        require([
+            (f"{key}.kind", self.kind in kinds, f"must be one of {kinds}, got {self.kind!r}"),
+            (f"{key}.n_samples", self.n_samples >= 1, f"must be >= 1, got {self.n_samples}"),
+            # Each sample is one pair and one generated reply per record: the paper draws 1, best-of-n recipes
+            # up to 16; 64 x 10k records x 4k tokens is already 2.6 G tokens per iteration.
+            at_most(f"{key}.n_samples", self.n_samples, MAX_SAMPLES, "policy samples per request; each one is "
+                    "generated and trained on"),
+            (f"{key}.instruction", bool(self.instruction.strip()), "must not be empty"),
+        ])
+
+
+MAX_SAMPLES = 64
 
 
 @dataclass
@@ -117,6 +158,12 @@ class DataConfig:
     # What to do with a malformed row.
     on_invalid: OnInvalid = OnInvalid.error
 
+    def validate(self, key: str = "data") -> None:
+        require([
+            (f"{key}.format", self.format in DATA_FORMATS, f"must be one of {DATA_FORMATS}, got {self.format!r}"),
+            (f"{key}.source", bool(self.source.strip()), "must name 'sample', a path or a hub id"),
+        ])
+
 
 @dataclass
 class TinyModelConfig:
@@ -129,6 +176,22 @@ class TinyModelConfig:
     max_position_embeddings: int = 4096
     # Seed of the random initialisation, so every run builds the same weights.
     init_seed: int = 0
+
+    def validate(self, key: str) -> None:
+        sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "max_position_embeddings")
+        require([(f"{key}.{n}", getattr(self, n) >= 1, f"must be >= 1, got {getattr(self, n)}") for n in sizes])
+        # A test-sized model: a width or depth beyond these builds a real-sized random model on the CPU by mistake.
+        require([at_most(f"{key}.{n}", getattr(self, n), bound, "a tiny test model")
+                 for n, bound in (("hidden_size", 8192), ("intermediate_size", 32768), ("num_hidden_layers", 128),
+                                  ("max_position_embeddings", MAX_SEQUENCE))])
+        require([
+            (f"{key}.num_attention_heads", self.hidden_size % self.num_attention_heads == 0,
+             f"must divide hidden_size {self.hidden_size}"),
+            (f"{key}.num_key_value_heads", self.num_attention_heads % self.num_key_value_heads == 0,
+             f"must divide num_attention_heads {self.num_attention_heads}"),
+            (f"{key}.init_seed", 0 <= self.init_seed <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {self.init_seed}"),
+        ])
 
 
 @dataclass
@@ -148,6 +211,20 @@ class ModelConfig:
     # A path ending in .gguf, or pkg:<module>/<file> (a file inside an installed pip package), needs none.
     gguf_file: str | None = None
 
+    def validate(self, key: str = "model") -> None:
+        require([
+            (f"{key}.path", bool(self.path.strip()), "must name 'tiny', a local folder or a hub id"),
+            (f"{key}.dtype", self.dtype in DTYPES, f"must be one of {DTYPES}, got {self.dtype!r}"),
+            (f"{key}.tiny.init_seed", 0 <= self.tiny.init_seed <= 2**32 - 1,
+             f"must be in 0 .. 2**32-1, got {self.tiny.init_seed}"),
+        ])
+        if self.path == "tiny":
+            self.tiny.validate(f"{key}.tiny")
+        gguf_file_of(self.path, self.gguf_file)  # a GGUF / packaged model: the file and the gguf package
+
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 
 @dataclass
 class SettingConfig:
@@ -156,6 +233,19 @@ class SettingConfig:
     # controlled: at most this many of the records the method iterates on (DSAT for DRIFT and
     # IterDPO, SAT for SPIN, prompts on UltraFeedback), sampled with the seed; null (full): all.
     max_records: int | None = None
+
+    def validate(self, key: str = "setting") -> None:
+        require([
+            (f"{key}.max_records", self.max_records is None or self.max_records >= 1,
+             f"must be >= 1 or null (all), got {self.max_records}"),
+            # The paper's largest pool is UltraFeedback's 61,135 prompts (WildFeedback: 10,632 DSAT); 10 M is two
+            # orders of magnitude above any data set in reach, and each record is sampled every iteration.
+            at_most(f"{key}.max_records", self.max_records, MAX_RECORDS, "records sampled every iteration; "
+                    "null takes all of them"),
+        ])
+
+
+MAX_RECORDS = 10_000_000
 
 
 @dataclass
@@ -203,6 +293,45 @@ class TrainerConfig:
     # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
     max_prompt_length: int | None = None
 
+    def validate(self, key: str = "trainer") -> None:
+        require([
+            (f"{key}.beta", self.beta > 0, f"must be > 0, got {self.beta}"),
+            (f"{key}.learning_rate", self.learning_rate > 0, f"must be > 0, got {self.learning_rate}"),
+            (f"{key}.warmup_ratio", 0 <= self.warmup_ratio < 1, f"must be in [0, 1), got {self.warmup_ratio}"),
+            (f"{key}.global_batch_size", self.global_batch_size is None or self.global_batch_size >= 1,
+             f"must be >= 1 or null (micro_batch_size per device), got {self.global_batch_size}"),
+            # The paper's effective batch is 32; 65,536 pairs per optimizer step is more than a whole data set.
+            at_most(f"{key}.global_batch_size", self.global_batch_size, 65_536, "pairs per optimizer step"),
+            (f"{key}.micro_batch_size", self.micro_batch_size >= 1, f"must be >= 1, got {self.micro_batch_size}"),
+            # Pairs held on one device at once (activations scale with it); the authors use 4.
+            at_most(f"{key}.micro_batch_size", self.micro_batch_size, 1024, "pairs per device per step"),
+            (f"{key}.max_length", self.max_length >= 16, f"must be >= 16, got {self.max_length}"),
+            at_most(f"{key}.max_length", self.max_length, MAX_SEQUENCE, "tokens of prompt + reply; the longest "
+                    "context of the models in reach"),
+            (f"{key}.max_prompt_length", self.max_prompt_length is None
+             or 1 <= self.max_prompt_length < self.max_length,
+             f"must be null (half of max_length) or in [1, trainer.max_length={self.max_length}), "
+             f"got {self.max_prompt_length}"),
+            (f"{key}.warm_start_epochs", self.warm_start_epochs >= 0,
+             f"must be >= 0 (0 skips the warm start), got {self.warm_start_epochs}"),
+            (f"{key}.epochs", self.epochs >= 1, f"must be >= 1, got {self.epochs}"),
+            # The paper trains 3 epochs on the seeds and 1 per iteration; 100 passes over DPO pairs is a typo.
+            at_most(f"{key}.warm_start_epochs", self.warm_start_epochs, MAX_EPOCHS, "passes over the seed pairs"),
+            at_most(f"{key}.epochs", self.epochs, MAX_EPOCHS, "passes over each iteration's pairs"),
+            (f"{key}.rpo_alpha", self.rpo_alpha >= 0, f"must be >= 0, got {self.rpo_alpha}"),
+            (f"{key}.signal_tau", 0 < self.signal_tau < 1, f"must be in (0, 1), got {self.signal_tau}"),
+            (f"{key}.max_grad_norm", self.max_grad_norm >= 0, f"must be >= 0, got {self.max_grad_norm}"),
+            (f"{key}.logging_steps", self.logging_steps >= 1, f"must be >= 1, got {self.logging_steps}"),
+        ])
+        for name, choices in (("optim", transformers_choices("training_args.py", "OptimizerNames")),
+                              ("lr_scheduler_type", transformers_choices("trainer_utils.py", "SchedulerType"))):
+            value = getattr(self, name)
+            require([(f"{key}.{name}", choices is None or value in choices,
+                      f"must be one transformers accepts ({', '.join(sorted(choices or []))}), got {value!r}")])
+
+
+MAX_EPOCHS = 100
+
 
 @dataclass
 class GenerationConfig(DecodingConfig):
@@ -247,6 +376,26 @@ class GenerationConfig(DecodingConfig):
     # HF backend ignores it: its completions never depend on the replica count (generation/hf.py).
     batch_invariant: bool = False
 
+    def validate(self, key: str = "generation") -> None:
+        require([
+            (f"{key}.backend", self.backend in GENERATION_BACKENDS,
+             f"must be one of {GENERATION_BACKENDS}, got {self.backend!r}"),
+            *decoding_checks(key, self),
+            (f"{key}.max_prompt_length", self.max_prompt_length >= 1, f"must be >= 1, got {self.max_prompt_length}"),
+            at_most(f"{key}.max_prompt_length", self.max_prompt_length, MAX_SEQUENCE, "prompt tokens kept; the "
+                    "longest context of the models in reach"),
+            (f"{key}.batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            # Sequences decoded at once by the HF backend (the KV cache scales with it); the default is 16.
+            at_most(f"{key}.batch_size", self.batch_size, 4096, "sequences decoded at once"),
+            # GPUs per engine and engines per node: no node has more than a few dozen GPUs.
+            at_most(f"{key}.tensor_parallel_size", self.tensor_parallel_size, 1024, "GPUs per vLLM engine"),
+            at_most(f"{key}.replicas", self.replicas, 1024, "generation processes on one node"),
+            at_most(f"{key}.max_model_len", self.max_model_len, MAX_SEQUENCE, "the engine's context"),
+        ])
+
+
+GENERATION_BACKENDS = ("hf", "vllm")
+
 
 @dataclass
 class ScorerConfig:
@@ -259,6 +408,16 @@ class ScorerConfig:
     # The DeBERTa reward model was trained at 512 tokens; its tokenizer would not truncate by itself.
     max_length: int = 512
     tiny: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(init_seed=1))
+
+    def validate(self, key: str = "scorer") -> None:
+        require([
+            (f"{key}.tiny.init_seed", 0 <= self.tiny.init_seed <= 2**32 - 1,
+             f"must be in 0 .. 2**32-1, got {self.tiny.init_seed}"),
+            (f"{key}.batch_size", self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            at_most(f"{key}.batch_size", self.batch_size, 4096, "pairs scored at once"),
+            (f"{key}.max_length", self.max_length >= 1, f"must be >= 1, got {self.max_length}"),
+            at_most(f"{key}.max_length", self.max_length, MAX_SEQUENCE, "tokens of question + answer"),
+        ])
 
 
 # Where and how the stages run (launcher.*, tracking.*, run.*) never enters a resume key; the fields
@@ -279,6 +438,20 @@ class LauncherConfig:
     # Memory of one GPU in GB (GiB), for the preflight's memory checks (python -m drift_exp.plan).
     # null: the visible GPU's, or no memory check where there is none.
     gpu_memory_gb: float | None = field(default=None, metadata=NEUTRAL)
+
+    def validate(self, key: str = "launcher") -> None:
+        require([
+            (f"{key}.name", self.name in LAUNCHERS, f"must be one of {LAUNCHERS}, got {self.name!r}"),
+            (f"{key}.num_processes", self.num_processes is None or self.num_processes >= 1,
+             f"must be >= 1 or null (one per GPU), got {self.num_processes}"),
+            # One process per GPU: nodes carry 8 or 16; 1024 stops a typo before it starts that many processes.
+            at_most(f"{key}.num_processes", self.num_processes, 1024, "training processes per node"),
+            (f"{key}.num_machines", self.num_machines >= 1, f"must be >= 1, got {self.num_machines}"),
+            at_most(f"{key}.num_machines", self.num_machines, 4096, "nodes of one training job"),
+        ])
+
+
+LAUNCHERS = ("inline", "local", "slurm")
 
 
 @dataclass
@@ -302,6 +475,12 @@ class RunConfig:
     # disk) before anything is read or written; false skips them.
     preflight: bool = field(default=True, metadata=NEUTRAL)
 
+    def validate(self, key: str = "run") -> None:
+        stop = parse_stop_after(self.stop_after) if self.stop_after else None
+        require([(f"{key}.stop_after", self.stop_after is None or stop is not None,
+                  "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
+                  f"{ITERATION_STAGES}, got {self.stop_after!r}")])
+
 
 @dataclass
 class Config:
@@ -321,6 +500,36 @@ class Config:
     seed: int = 42
     # K, the number of DRIFT iterations after the warm start (how far to run, not how: neutral).
     iterations: int = field(default=2, metadata=NEUTRAL)
+
+    def validate(self) -> None:
+        """Every section's own checks, then the rules across sections; ConfigError naming the key.
+
+        Config values only: what the method needs and what this machine has are drift_exp.plan.validate's."""
+        bad = non_finite(self)  # inf / nan pass every range check written as a comparison
+        if bad:
+            raise ConfigError(f"{bad[0]} must be a finite number, got {attrgetter(bad[0])(self)}")
+        require([
+            ("iterations", self.iterations >= 1, f"must be >= 1, got {self.iterations}"),
+            # The paper runs 2-3 iterations, SPIN 4; each one keeps a checkpoint (15-30 GB at 7-14 B), so 100 is
+            # already terabytes: anything above is a typo.
+            at_most("iterations", self.iterations, MAX_ITERATIONS, "each iteration samples, trains and keeps a "
+                    "checkpoint"),
+            ("seed", 0 <= self.seed <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {self.seed}"),
+        ])
+        self.method.validate()
+        self.data.validate()
+        self.model.validate()
+        self.setting.validate()
+        self.trainer.validate()
+        self.generation.validate()
+        self.scorer.validate()
+        self.launcher.validate()
+        self.run.validate()
+        validate_eval(self.eval)
+        cross_section_checks(self)
+
+
+MAX_ITERATIONS = 100
 
 
 DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
@@ -353,142 +562,15 @@ def register_configs() -> None:
     register_sweeps()  # the group `cell` (`sweep` is the folder conf/sweep/)
 
 
-GENERATION_BACKENDS = ("hf", "vllm")
-LAUNCHERS = ("inline", "local", "slurm")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
-def validate(cfg: Config, environment: bool = True) -> None:
-    """Check ranges and choices OmegaConf cannot express; raise ConfigError naming the key.
-
-    environment=False leaves out what depends on this machine (installed packages, local paths): the
-    preflight plans jobs for another node and reports those as warnings (`environment_problems`).
-    """
-    stop = parse_stop_after(cfg.run.stop_after) if cfg.run.stop_after else None
-    checks: list[tuple[str, bool, str]] = [
-        ("iterations", cfg.iterations >= 1, f"must be >= 1, got {cfg.iterations}"),
-        ("method.kind", cfg.method.kind in METHOD_KINDS, f"must be one of {METHOD_KINDS}, got {cfg.method.kind!r}"),
-        ("method.n_samples", cfg.method.n_samples >= 1, f"must be >= 1, got {cfg.method.n_samples}"),
-        ("method.instruction", bool(cfg.method.instruction.strip()), "must not be empty"),
-        ("data.format", cfg.data.format in DATA_FORMATS, f"must be one of {DATA_FORMATS}, got {cfg.data.format!r}"),
-        ("data.source", bool(cfg.data.source.strip()), "must name 'sample', a path or a hub id"),
-        ("model.path", bool(cfg.model.path.strip()), "must name 'tiny', a local folder or a hub id"),
-        ("model.dtype", cfg.model.dtype in DTYPES, f"must be one of {DTYPES}, got {cfg.model.dtype!r}"),
-        ("setting.max_records", cfg.setting.max_records is None or cfg.setting.max_records >= 1,
-         f"must be >= 1 or null (all), got {cfg.setting.max_records}"),
-        ("trainer.beta", cfg.trainer.beta > 0, f"must be > 0, got {cfg.trainer.beta}"),
-        ("trainer.learning_rate", cfg.trainer.learning_rate > 0, f"must be > 0, got {cfg.trainer.learning_rate}"),
-        ("trainer.warmup_ratio", 0 <= cfg.trainer.warmup_ratio < 1,
-         f"must be in [0, 1), got {cfg.trainer.warmup_ratio}"),
-        ("trainer.global_batch_size", cfg.trainer.global_batch_size is None or cfg.trainer.global_batch_size >= 1,
-         f"must be >= 1 or null (micro_batch_size per device), got {cfg.trainer.global_batch_size}"),
-        ("trainer.micro_batch_size", cfg.trainer.micro_batch_size >= 1,
-         f"must be >= 1, got {cfg.trainer.micro_batch_size}"),
-        ("trainer.max_length", cfg.trainer.max_length >= 16, f"must be >= 16, got {cfg.trainer.max_length}"),
-        ("trainer.max_prompt_length", cfg.trainer.max_prompt_length is None
-         or 1 <= cfg.trainer.max_prompt_length < cfg.trainer.max_length,
-         f"must be null (half of max_length) or in [1, trainer.max_length={cfg.trainer.max_length}), "
-         f"got {cfg.trainer.max_prompt_length}"),
-        ("trainer.warm_start_epochs", cfg.trainer.warm_start_epochs >= 0,
-         f"must be >= 0 (0 skips the warm start), got {cfg.trainer.warm_start_epochs}"),
-        ("trainer.epochs", cfg.trainer.epochs >= 1, f"must be >= 1, got {cfg.trainer.epochs}"),
-        ("trainer.rpo_alpha", cfg.trainer.rpo_alpha >= 0, f"must be >= 0, got {cfg.trainer.rpo_alpha}"),
-        ("trainer.signal_tau", 0 < cfg.trainer.signal_tau < 1, f"must be in (0, 1), got {cfg.trainer.signal_tau}"),
-        ("trainer.max_grad_norm", cfg.trainer.max_grad_norm >= 0, f"must be >= 0, got {cfg.trainer.max_grad_norm}"),
-        ("trainer.logging_steps", cfg.trainer.logging_steps >= 1, f"must be >= 1, got {cfg.trainer.logging_steps}"),
-        ("generation.backend", cfg.generation.backend in GENERATION_BACKENDS,
-         f"must be one of {GENERATION_BACKENDS}, got {cfg.generation.backend!r}"),
-        *decoding_checks("generation", cfg.generation),
-        ("generation.max_prompt_length", cfg.generation.max_prompt_length >= 1,
-         f"must be >= 1, got {cfg.generation.max_prompt_length}"),
-        ("generation.batch_size", cfg.generation.batch_size >= 1, f"must be >= 1, got {cfg.generation.batch_size}"),
-        ("launcher.name", cfg.launcher.name in LAUNCHERS, f"must be one of {LAUNCHERS}, got {cfg.launcher.name!r}"),
-        ("launcher.num_processes", cfg.launcher.num_processes is None or cfg.launcher.num_processes >= 1,
-         f"must be >= 1 or null (one per GPU), got {cfg.launcher.num_processes}"),
-        ("launcher.num_machines", cfg.launcher.num_machines >= 1, f"must be >= 1, got {cfg.launcher.num_machines}"),
-        ("run.stop_after", cfg.run.stop_after is None or stop is not None,
-         "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
-         f"{ITERATION_STAGES}, got {cfg.run.stop_after!r}"),
-    ]
-    for name in LABEL_KEYS:
-        value = attrgetter(name)(cfg)
-        checks.append((name, bool(LABEL.fullmatch(value)),
-                       f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {value!r}"))
-    bad = non_finite(cfg)  # inf / nan pass every range check written as a comparison
-    if bad:
-        raise ConfigError(f"{bad[0]} must be a finite number, got {attrgetter(bad[0])(cfg)}")
-    for key in ("seed", "model.tiny.init_seed", "scorer.tiny.init_seed"):
-        value = attrgetter(key)(cfg)
-        checks.append((key, 0 <= value <= 2**32 - 1, f"must be in 0 .. 2**32-1, got {value}"))
-    for key, choices in (("trainer.optim", transformers_choices("training_args.py", "OptimizerNames")),
-                         ("trainer.lr_scheduler_type", transformers_choices("trainer_utils.py", "SchedulerType"))):
-        value = attrgetter(key)(cfg)
-        checks.append((key, choices is None or value in choices,
-                       f"must be one transformers accepts ({', '.join(sorted(choices or []))}), got {value!r}"))
-    if cfg.model.path == "tiny":
-        checks += _tiny_checks("model.tiny", cfg.model.tiny)
+def cross_section_checks(cfg: Config) -> None:
+    """The rules that read more than one section."""
+    require([(name, bool(LABEL.fullmatch(value)), "is part of the run directory name; use letters, digits, "
+              f"'_', '.', '+', '-', got {value!r}") for name, value in ((n, attrgetter(n)(cfg)) for n in LABEL_KEYS)])
     if scorer_path(cfg) == "tiny":
-        checks += _tiny_checks("scorer.tiny", cfg.scorer.tiny)
-    greedy = cfg.generation.temperature == 0
-    checks += [
-        ("generation.temperature", not (greedy and cfg.method.n_samples > 1),
-         f"is 0 (greedy), so the method.n_samples={cfg.method.n_samples} samples of a request would be identical; "
-         "sample with a temperature > 0 or set method.n_samples=1"),
-        ("generation.temperature", not (greedy and cfg.method.kind == "iterdpo" and not cfg.method.guided),
-         "is 0 (greedy), so unguided IterDPO's two samples of a prompt would be identical (chosen == rejected)"),
-    ]
-    if environment:
-        checks += _environment_checks(cfg)
-    for key, ok, why in checks:
-        if not ok:
-            raise ConfigError(f"{key} {why}")
-    gguf_file_of(cfg.model.path, cfg.model.gguf_file)  # a GGUF / packaged model: the file and the gguf package
-    validate_eval(cfg.eval)
-    if environment:
-        check_local_paths(cfg)
+        cfg.scorer.tiny.validate("scorer.tiny")
+    stop = parse_stop_after(cfg.run.stop_after) if cfg.run.stop_after else None
     if stop is not None and stop.iteration is not None and not 1 <= stop.iteration <= cfg.iterations:
         raise ConfigError(f"run.stop_after names iteration {stop.iteration}, but iterations={cfg.iterations}")
-
-
-def _environment_checks(cfg: Config) -> list[tuple[str, bool, str]]:
-    """The packages this run needs on this machine."""
-    return [
-        ("generation.backend", cfg.generation.backend != "vllm" or _installed("vllm"),
-         "is vllm, but the vllm package is not installed (pip install -e '.[gpu]', or generation=hf)"),
-        ("launcher.deepspeed", not (cfg.launcher.name != "inline" and cfg.launcher.deepspeed)
-         or _installed("deepspeed"),
-         f"is true with launcher={cfg.launcher.name}, but the deepspeed package is not installed "
-         "(pip install -e '.[gpu]', or pass launcher.deepspeed=false)"),
-    ]
-
-
-def environment_problems(cfg: Config) -> list[tuple[str, str]]:
-    """What this machine lacks for the run (packages, local paths), as (key, why) pairs."""
-    problems = [(key, why) for key, ok, why in _environment_checks(cfg) if not ok]
-    try:
-        check_local_paths(cfg)
-    except ConfigError as err:
-        key = re.match(r"[\w.]+", str(err))
-        problems.append((key.group(0) if key else "config", str(err)))
-    return problems
-
-
-def _installed(package: str) -> bool:
-    return importlib.util.find_spec(package) is not None
-
-
-def _tiny_checks(prefix: str, tiny: TinyModelConfig) -> list[tuple[str, bool, str]]:
-    sizes = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-             "max_position_embeddings")
-    checks = [(f"{prefix}.{n}", getattr(tiny, n) >= 1, f"must be >= 1, got {getattr(tiny, n)}") for n in sizes]
-    if all(ok for _, ok, _ in checks):  # only then is dividing by them safe
-        checks += [
-            (f"{prefix}.num_attention_heads", tiny.hidden_size % tiny.num_attention_heads == 0,
-             f"must divide hidden_size {tiny.hidden_size}"),
-            (f"{prefix}.num_key_value_heads", tiny.num_attention_heads % tiny.num_key_value_heads == 0,
-             f"must divide num_attention_heads {tiny.num_attention_heads}"),
-        ]
-    return checks
 
 
 @cache
@@ -507,30 +589,3 @@ def transformers_choices(module_file: str, enum_name: str) -> frozenset[str] | N
             return frozenset(st.value.value for st in node.body if isinstance(st, ast.Assign)
                              and isinstance(st.value, ast.Constant) and isinstance(st.value.value, str)) or None
     return None
-
-
-def looks_local(value: str) -> bool:
-    """A value meant as a local path: absolute, ./ ../ ~, or more than one '/' (a hub id has exactly one)."""
-    return value.startswith(("/", "./", "../", "~", ".\\")) or value in (".", "..") or value.count("/") > 1
-
-
-def check_local_paths(cfg: Config) -> None:
-    """Local paths the run reads must exist (a missing one would otherwise be taken for a hub id)."""
-    bench = cfg.eval.benchmarks
-    scorer_used = "proxy" in bench or cfg.method.kind == "iterdpo"
-    named = [("model.path", cfg.model.path, cfg.model.path != "tiny", "a local model folder or a hub id"),
-             ("scorer.path", cfg.scorer.path, scorer_used and cfg.scorer.path not in ("tiny", "auto"),
-              "a local reward model folder, a hub id, tiny or auto"),
-             ("data.source", cfg.data.source, cfg.data.source != "sample", "'sample', a local file or folder, "
-              "or a hub dataset id"),
-             ("eval.alpaca_eval_source", cfg.eval.alpaca_eval_source,
-              "alpaca_eval" in bench and cfg.eval.alpaca_eval_source != "sample", "'sample', a file or a hub id"),
-             ("eval.wildbench_source", cfg.eval.wildbench_source,
-              "wildbench" in bench and cfg.eval.wildbench_source != "sample", "'sample', a file or a hub id")]
-    for key, value, used, what in named:
-        if used and looks_local(value) and not Path(value).expanduser().exists():
-            raise ConfigError(f"{key}={value!r}: no such file or folder (expected {what})")
-    proxy = cfg.eval.proxy_source
-    if "proxy" in bench and proxy != "sample" and not Path(proxy).expanduser().is_file():
-        raise ConfigError(f"eval.proxy_source={proxy!r}: no such file (expected 'sample' or a local .json/.jsonl)")
-

@@ -24,6 +24,10 @@ class DecodingConfig:
     max_new_tokens: int = 512
 
 
+# Tokens of one sequence: the longest context of the models in reach (Qwen2.5, Gemma 3: 128k). A larger
+# max_new_tokens is a typo that would size a KV cache (and the plan's time) for a context no model has.
+MAX_TOKENS = 131_072
+
 # The settings a backend samples with (drift_exp/generation/sampling.py), in the order they are recorded.
 DECODING_KEYS = tuple(f.name for f in fields(DecodingConfig))
 
@@ -45,6 +49,9 @@ def decoding_checks(prefix: str, cfg: DecodingConfig) -> list[tuple[str, bool, s
         (f"{prefix}.repetition_penalty", penalty is None or penalty > 0,
          f"must be {null('repetition_penalty', ' or ')}> 0, got {penalty}"),
         (f"{prefix}.max_new_tokens", cfg.max_new_tokens >= 1, f"must be >= 1, got {cfg.max_new_tokens}"),
+        (f"{prefix}.max_new_tokens", cfg.max_new_tokens <= MAX_TOKENS,
+         f"must be <= {MAX_TOKENS:,} (tokens generated per reply; the longest context of the models in reach), "
+         f"got {cfg.max_new_tokens:,}"),
     ]
 
 

@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from drift_exp.config import Config, looks_local, scorer_path
+from drift_exp.config import Config, scorer_path
 from drift_exp.errors import ConfigError
+from drift_exp.locations import is_hub_id  # noqa: F401  (one rule for hub ids; kept importable from here)
+from drift_exp.methods import method_needs
 
 
 @dataclass
@@ -27,12 +29,13 @@ class HubNeed:
     fix: str  # the override that avoids the hub
 
 
-def is_hub_id(value: str) -> bool:
-    """A value that names something on the hub: not a built-in (tiny, auto, sample), not a local path, not a
-    file inside an installed package (`pkg:`) or a GGUF file."""
-    if value in ("tiny", "auto", "sample") or value.startswith("pkg:") or value.endswith(".gguf"):
-        return False
-    return not looks_local(value) and not Path(value).expanduser().exists()
+def scorer_uses(cfg: Config) -> list[str]:
+    """What loads the reward model (scorer.path) in this run: the proxy evaluation, the method's ranking (as the
+    method declares for the configured data); empty when nothing does."""
+    uses = ["the proxy evaluation"] if "proxy" in cfg.eval.benchmarks else []
+    if method_needs(cfg.method, cfg.data.format).reward_model:
+        uses.append(f"{cfg.method.name}'s ranking")
+    return uses
 
 
 def needed(cfg: Config) -> list[HubNeed]:
@@ -40,9 +43,8 @@ def needed(cfg: Config) -> list[HubNeed]:
     out = []
     if is_hub_id(cfg.model.path):
         out.append(HubNeed("model.path", cfg.model.path, "model", "the policy", "model.path=/path/to/local/model"))
-    ranked = cfg.method.kind == "iterdpo" and (not cfg.method.guided or cfg.data.format.startswith("ultrafeedback"))
-    uses = [w for w, on in (("the proxy evaluation", "proxy" in cfg.eval.benchmarks),
-                            ("IterDPO's ranking", ranked)) if on]
+    uses = scorer_uses(cfg)
+    ranked = method_needs(cfg.method, cfg.data.format).reward_model
     scorer = scorer_path(cfg)
     if uses and is_hub_id(scorer):
         out.append(HubNeed("scorer.path", scorer, "model", f"the reward model of {' and '.join(uses)}",

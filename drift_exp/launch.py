@@ -68,9 +68,9 @@ def processes_per_node(cfg: Config) -> int:
     """Training processes per node: launcher.num_processes, else one per visible GPU (at least one)."""
     if cfg.launcher.num_processes is not None:
         return cfg.launcher.num_processes
-    import torch
+    from drift_exp.devices import gpu_count
 
-    return max(torch.cuda.device_count(), 1)
+    return max(gpu_count(), 1)
 
 
 def nodes(cfg: Config) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from operator import attrgetter
+from pathlib import Path
 from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
@@ -168,8 +169,21 @@ def parse_stop_after(value: str) -> StopPoint | None:
 # ---------------------------------------------------------------------------------------------------
 # Methods
 
-# Each kind is the pair builder of drift_exp/methods/<kind>.py (its PAIR_BUILDER).
-METHOD_KINDS = ("drift", "spin", "iterdpo")
+# method.kind: each kind is a module drift_exp/methods/<kind>.py that defines PAIR_BUILDER (its pair builder). The
+# kinds are the modules present, found without importing them (the config check runs before anything heavy), so
+# adding a method is its module and its conf/method/ file, nothing else.
+METHODS_DIR = Path(__file__).parent / "methods"
+
+
+def method_kinds() -> tuple[str, ...]:
+    """The method kinds: the modules of drift_exp/methods that assign PAIR_BUILDER at top level, sorted."""
+    return tuple(sorted(p.stem for p in METHODS_DIR.glob("*.py")
+                        if not p.stem.startswith("_") and _defines_pair_builder(p)))
+
+
+def _defines_pair_builder(path: Path) -> bool:
+    return any(line.startswith("PAIR_BUILDER =") or line.startswith("PAIR_BUILDER:")
+               for line in path.read_text(encoding="utf-8").splitlines())
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from drift_exp.records import Completion, FeedbackRecord, GenRequest, Preference
 
 COLUMNS = ["pair", "iteration", "method", "prompt_tail", "complaint", "instruction", "chosen", "chosen_chars",
            "chosen_cut", "rejected", "rejected_chars", "rejected_cut", "reward_chosen", "reward_rejected"]
-EMPTY_SKIPS = "skipped_empty_sample"  # the pair builders' count of empty samples (methods/base.py)
+EMPTY_SKIPS = "skipped_empty_sample"  # the pair builders' count of empty samples (methods/protocol.py)
 
 
 def prompt_tail(pair: PreferencePair, chars: int = 300) -> str:

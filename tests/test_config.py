@@ -15,8 +15,9 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from drift_exp.config import Config, experiment_name, register_configs, validate
+from drift_exp.config import Config, experiment_name, register_configs
 from drift_exp.errors import ConfigError
+from drift_exp.plan import validate
 
 from .conftest import CONF, ROOT
 
@@ -287,3 +288,48 @@ def test_the_redundancy_check_can_fail():
                      Config().eval) == ["judge.model"]
     assert redundant({"engine_kwargs": {}, "top_k": -1}, Config().generation) == ["engine_kwargs"]
     assert redundant({"num_machines": True}, Config().launcher) == []  # 1 == True, but not the same setting
+
+
+# ------------------------------------------------------------------------------------------- upper bounds
+
+
+@pytest.mark.parametrize("override,message", [
+    # the probe of issue 19: passed the preflight and died in generation asking for a 26 TB allocation
+    ("method.n_samples=100000000", "method.n_samples must be <= 64 (policy samples per request; "),
+    ("iterations=1000000", "iterations must be <= 100 (each iteration samples, trains and keeps a checkpoint), "
+                           "got 1,000,000"),
+    ("setting.max_records=100000000", "setting.max_records must be <= 10,000,000"),
+    ("generation.max_new_tokens=1000000", "generation.max_new_tokens must be <= 131,072"),
+    ("eval.max_new_tokens=1000000", "eval.max_new_tokens must be <= 131,072"),
+    ("generation.max_prompt_length=1000000", "generation.max_prompt_length must be <= 131,072"),
+    ("eval.max_prompt_length=1000000", "eval.max_prompt_length must be <= 131,072"),
+    ("generation.batch_size=100000", "generation.batch_size must be <= 4,096"),
+    ("generation.max_model_len=1000000", "generation.max_model_len must be <= 131,072"),
+    ("eval.batch_size=100000", "eval.batch_size must be <= 4,096"),
+    ("trainer.max_length=1000000", "trainer.max_length must be <= 131,072"),
+    ("trainer.micro_batch_size=100000", "trainer.micro_batch_size must be <= 1,024"),
+    ("trainer.global_batch_size=1000000", "trainer.global_batch_size must be <= 65,536"),
+    ("trainer.epochs=1000", "trainer.epochs must be <= 100"),
+    ("trainer.warm_start_epochs=1000", "trainer.warm_start_epochs must be <= 100"),
+    ("scorer.max_length=1000000", "scorer.max_length must be <= 131,072"),
+    ("scorer.batch_size=100000", "scorer.batch_size must be <= 4,096"),
+    ("launcher.num_processes=100000", "launcher.num_processes must be <= 1,024"),
+    ("launcher.num_machines=100000", "launcher.num_machines must be <= 4,096"),
+    ("model.tiny.hidden_size=1000000", "model.tiny.hidden_size must be <= 8,192"),
+    ("eval.judge.max_tokens=1000000", "eval.judge.max_tokens must be <= 131,072"),
+    ("eval.judge.max_concurrency=100000", "eval.judge.max_concurrency must be <= 1,024"),
+])
+def test_numbers_that_multiply_memory_or_time_have_upper_bounds(override, message):
+    cfg = OmegaConf.to_object(OmegaConf.merge(default_dcfg(), OmegaConf.from_dotlist([override])))
+    with pytest.raises(ConfigError) as err:
+        validate(cfg, environment=False)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+@pytest.mark.parametrize("override", [
+    "method.n_samples=64", "iterations=100", "setting.max_records=10000000", "generation.max_new_tokens=131072",
+    "trainer.max_length=131072", "trainer.micro_batch_size=1024", "launcher.num_processes=1024",
+])
+def test_the_bounds_themselves_pass(override):
+    cfg = OmegaConf.to_object(OmegaConf.merge(default_dcfg(), OmegaConf.from_dotlist([override])))
+    cfg.validate()  # the sections' checks alone (a bound is one of them)

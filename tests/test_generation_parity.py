@@ -175,7 +175,8 @@ def test_vllm_yaml_composes_and_validates():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from drift_exp.config import register_configs, validate
+    from drift_exp.config import register_configs
+    from drift_exp.plan import validate
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -24,7 +24,7 @@ SRC = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
         "conf",  # the config tree's empty __init__ (Hydra imports it to find the YAML files)
-        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials",
+        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials", "locations", "devices",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
         "config", "config_groups", "decoding", "sweeps", "evaluation", "evaluation.config", "models",

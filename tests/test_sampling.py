@@ -87,7 +87,8 @@ def test_config_accepts_null_and_checks_values():
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from drift_exp.config import register_configs, validate
+    from drift_exp.config import register_configs
+    from drift_exp.plan import validate
     from tests.conftest import CONF
 
     register_configs()

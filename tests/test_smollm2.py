@@ -10,10 +10,13 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drift_exp.config import Config, register_configs, scorer_path, validate
+from drift_exp.config import Config, register_configs, scorer_path
 from drift_exp.errors import ConfigError
 from drift_exp.generation import reply_text
 from drift_exp.packaged import PACKAGES, gguf_file_of, install_hint, package_dir, package_file
+from drift_exp.plan import validate
+from drift_exp.preview import COLUMNS, preview_rows, render_markdown, write_preview
+from drift_exp.records import PreferencePair
 
 from .conftest import CONF, ROOT
 

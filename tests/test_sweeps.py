@@ -14,7 +14,8 @@ import sys
 import pytest
 from omegaconf import OmegaConf, open_dict, read_write
 
-from drift_exp.config import Config, experiment_name, validate
+from drift_exp.config import Config, experiment_name
+from drift_exp.plan import validate
 from drift_exp.sweeps import compose_jobs, sweep_files, sweep_jobs
 
 from .conftest import ROOT

@@ -39,7 +39,8 @@ def test_prompt_limit():
 def test_config_check_names_the_key():
     from hydra import compose, initialize_config_dir
 
-    from drift_exp.config import register_configs, validate
+    from drift_exp.config import register_configs
+    from drift_exp.plan import validate
     from tests.conftest import CONF
 
     register_configs()

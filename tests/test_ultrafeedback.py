@@ -14,10 +14,11 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from drift_exp.config import DataConfig, OnInvalid, register_configs, validate
+from drift_exp.config import DataConfig, OnInvalid, register_configs
 from drift_exp.data import SAMPLE_DIR, ultrafeedback
 from drift_exp.data.load import load_records
 from drift_exp.errors import DataError
+from drift_exp.plan import validate
 
 from .conftest import CONF
 

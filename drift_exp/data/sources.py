@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from drift_exp.errors import DataError
+from drift_exp.locations import Kind, locate
 
 log = logging.getLogger(__name__)
 
@@ -13,17 +14,17 @@ SAMPLE_DIR = Path(__file__).parent / "sample"
 
 
 def local_or_hub(source: str) -> Path | str:
-    """A Path when `source` exists locally; the hub id when it has the 'org/name' shape; else DataError."""
+    """A Path when `source` names an existing local file or folder, the hub id when it is one (the one rule of
+    drift_exp.locations), else DataError."""
     from drift_exp.provenance import require_kind
 
-    path = Path(source).expanduser()
-    if path.exists():
-        require_kind("data.source", path)  # a FIFO or a device would hang the reader
-        return path
-    looks_local = path.is_absolute() or source.startswith((".", "~")) or path.suffix != ""
-    if looks_local or source.count("/") != 1:
-        raise DataError(f"data.source={source!r}: no such file or folder")
-    return source
+    where = locate(source, ("sample",))  # 'sample' is the callers' to handle: here it names no file
+    if where.kind == Kind.hub:
+        return source
+    if where.kind == Kind.local and where.exists and where.path is not None:
+        require_kind("data.source", where.path)  # a FIFO or a device would hang the reader
+        return where.path
+    raise DataError(f"data.source={source!r}: no such file or folder")
 
 
 def hub_file(repo_id: str, filename: str, revision: str | None) -> Path:

@@ -7,11 +7,11 @@ the row and the field. Rows keep the benchmark's own field names and order.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from drift_exp.errors import DataError
+from drift_exp.locations import is_hub_id
 from drift_exp.records import iter_jsonl
 
 SAMPLES = Path(__file__).parent / "samples"
@@ -29,10 +29,9 @@ def sample_path(benchmark: str) -> Path:
 
 
 def _is_hub_id(source: str) -> bool:
-    """owner/name that is not a local path (a name ending in .json/.jsonl/.parquet is always a file)."""
-    if Path(source).exists() or Path(source).suffix in (".json", ".jsonl", ".parquet"):
-        return False
-    return bool(re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", source))
+    """A hub dataset id by the one rule of drift_exp.locations (an existing file, or a name ending in .json,
+    .jsonl or .parquet, is a file)."""
+    return is_hub_id(source, ("sample",))
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from drift_exp.config_fields import NEUTRAL, since
-from drift_exp.decoding import DecodingConfig, decoding_checks
+from drift_exp.decoding import MAX_TOKENS, DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
 
 BENCHMARKS = ("alpaca_eval", "wildbench", "proxy")
@@ -166,8 +166,14 @@ def validate_eval(cfg: EvalConfig) -> None:
         *decoding_checks("eval", cfg),
         ("eval.max_prompt_length", cfg.max_prompt_length is None or cfg.max_prompt_length >= 1,
          f"must be >= 1 or null, got {cfg.max_prompt_length}"),
+        # Upper bounds as generation.* (drift_exp/config.py): far above real runs, below a typo's allocation.
+        ("eval.max_prompt_length", cfg.max_prompt_length is None or cfg.max_prompt_length <= MAX_TOKENS,
+         f"must be <= {MAX_TOKENS:,} (prompt tokens kept; the longest context of the models in reach), "
+         f"got {cfg.max_prompt_length}"),
         ("eval.batch_size", cfg.batch_size is None or cfg.batch_size >= 1,
          f"must be >= 1 or null, got {cfg.batch_size}"),
+        ("eval.batch_size", cfg.batch_size is None or cfg.batch_size <= 4096,
+         f"must be <= 4,096 (sequences decoded at once), got {cfg.batch_size}"),
         ("eval.alpaca_eval_source", bool(cfg.alpaca_eval_source.strip()), "must name 'sample', a file or a hub id"),
         ("eval.wildbench_source", bool(cfg.wildbench_source.strip()), "must name 'sample', a file or a hub id"),
         ("eval.proxy_source", bool(cfg.proxy_source.strip()), "must name 'sample' or a file"),
@@ -176,11 +182,16 @@ def validate_eval(cfg: EvalConfig) -> None:
         ("eval.judge.base_url", j.base_url is None or j.base_url.startswith(("http://", "https://")),
          f"must be an http(s) URL or null, got {j.base_url!r}"),
         ("eval.judge.max_concurrency", j.max_concurrency >= 1, f"must be >= 1, got {j.max_concurrency}"),
+        # Requests in flight at one judge server: providers' rate limits sit at tens to hundreds.
+        ("eval.judge.max_concurrency", j.max_concurrency <= 1024,
+         f"must be <= 1,024 (judge requests in flight), got {j.max_concurrency}"),
         ("eval.judge.max_retries", j.max_retries >= 0, f"must be >= 0, got {j.max_retries}"),
         ("eval.judge.backoff_s", j.backoff_s >= 0, f"must be >= 0, got {j.backoff_s}"),
         ("eval.judge.timeout_s", j.timeout_s > 0, f"must be > 0, got {j.timeout_s}"),
         ("eval.judge.temperature", j.temperature >= 0, f"must be >= 0, got {j.temperature}"),
         ("eval.judge.max_tokens", j.max_tokens >= 1, f"must be >= 1, got {j.max_tokens}"),
+        ("eval.judge.max_tokens", j.max_tokens <= MAX_TOKENS,
+         f"must be <= {MAX_TOKENS:,} (tokens per judge reply, each one paid for), got {j.max_tokens}"),
         ("eval.judge.price_in_per_1k", j.price_in_per_1k >= 0, f"must be >= 0, got {j.price_in_per_1k}"),
         ("eval.judge.price_out_per_1k", j.price_out_per_1k >= 0, f"must be >= 0, got {j.price_out_per_1k}"),
         ("eval.judge.max_words", j.max_words == -1 or j.max_words >= 1,
@@ -200,6 +211,9 @@ def validate_eval(cfg: EvalConfig) -> None:
          f"must be -1 (no length rule) or >= 1 characters, got {e.length_margin}"),
         ("eval.wildbench.elo.k_factor", e.k_factor > 0, f"must be > 0, got {e.k_factor}"),
         ("eval.wildbench.elo.rounds", e.rounds >= 1, f"must be >= 1, got {e.rounds}"),
+        # Shuffled passes over every vote: WildBench runs 100-128; each pass is seconds over the leaderboard.
+        ("eval.wildbench.elo.rounds", e.rounds <= 100_000, f"must be <= 100,000 (passes over the votes), "
+         f"got {e.rounds}"),
         ("eval.wildbench.elo.interval", e.interval >= 0, f"must be >= 0 (0: never pulled back), got {e.interval}"),
         ("eval.wildbench.elo.models", e.models is None or len(e.models) >= 1, "must list models or be null (all)"),
         ("eval.wildbench.elo.enabled", not e.enabled or cfg.judge.enabled,

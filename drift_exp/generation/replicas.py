@@ -38,19 +38,18 @@ def node_layout(cfg: GenerationConfig, model_path: str, gpu_memory_gb: float | N
     """The layout on this machine's visible GPUs (CUDA_VISIBLE_DEVICES applies); ConfigError on a problem.
 
     gpu_memory_gb: launcher.gpu_memory_gb (null: the visible GPU's memory)."""
-    import torch
-
+    from drift_exp.devices import visible_gpus
     from drift_exp.errors import ConfigError
     from drift_exp.generation.layout import choose_layout
     from drift_exp.model_shapes import ShapeUnknown, model_shape
 
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    gpus, seen_memory = visible_gpus()
     try:
         shape = model_shape(model_path, tiny)
     except ShapeUnknown:
         shape = None
-    if gpu_memory_gb is None and gpus:
-        gpu_memory_gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+    if gpu_memory_gb is None:
+        gpu_memory_gb = seen_memory
     layout = choose_layout(cfg, shape, gpus, gpu_memory_gb)
     if layout.problems:
         raise ConfigError("generation layout: " + "; ".join(f"{key} {why}" for key, why in layout.problems))

@@ -112,9 +112,9 @@ def sampling_kwargs(cfg: GenerationConfig, n: int, seed: int | None, stop_ids: S
 
 
 def visible_gpus() -> int:
-    import torch
+    from drift_exp.devices import gpu_count
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return gpu_count()
 
 
 def default_tensor_parallel(cfg: GenerationConfig, model_path: str) -> int:
@@ -134,11 +134,9 @@ def default_tensor_parallel(cfg: GenerationConfig, model_path: str) -> int:
 
 
 def gpu_memory_gib() -> float | None:
-    import torch
+    from drift_exp.devices import visible_gpus as probe
 
-    if not torch.cuda.is_available():
-        return None
-    return torch.cuda.get_device_properties(0).total_memory / 2**30
+    return probe()[1]
 
 
 def engine_kwargs(cfg: GenerationConfig, model_path: str, model_dtype: str, seed: int) -> dict[str, Any]:

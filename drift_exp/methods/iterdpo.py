@@ -9,18 +9,35 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drift_exp.methods.base import Builder, is_ultrafeedback, pair
 from drift_exp.methods.prompts import guided_request, plain_request
+from drift_exp.methods.protocol import ULTRAFEEDBACK, Builder, Needs, pair, records_family
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 from drift_exp.scoring import question_text
 
 
 class IterDPO(Builder):
-    def _ranked(self, records: list[FeedbackRecord]) -> bool:
-        return not self.cfg.guided or is_ultrafeedback(records)
+    def ranks(self, family: str) -> bool:
+        """Unguided, or on UltraFeedback (no feedback turn to guide with): two samples ranked by the reward model."""
+        return not self.cfg.guided or family == ULTRAFEEDBACK
 
-    def needs_scorer(self, records: list[FeedbackRecord]) -> bool:
-        return self._ranked(records)
+    def needs(self, family: str) -> Needs:
+        n = self.cfg.n_samples
+        if self.ranks(family):  # one request of 2n samples per record, paired two by two
+            return Needs(record_kind="pref" if family == ULTRAFEEDBACK else "dsat", samples_per_record=2 * n,
+                         samples_per_request=2 * n, pairs_per_record=n, reward_model=True)
+        # guided: a request for the chosen and one for the rejected, n samples each
+        return Needs(record_kind="dsat", samples_per_record=2 * n, samples_per_request=n, pairs_per_record=n)
+
+    def config_problems(self, family: str, generation) -> list[tuple[str, str]]:
+        problems = super().config_problems(family, generation)
+        if generation.temperature == 0 and self.ranks(family):
+            which = "unguided IterDPO's" if not self.cfg.guided else "IterDPO's (UltraFeedback)"
+            problems.append(("generation.temperature", f"is 0 (greedy), so {which} two samples of a prompt would "
+                             "be identical (chosen == rejected)"))
+        return problems
+
+    def _ranked(self, records: list[FeedbackRecord]) -> bool:
+        return self.ranks(records_family(records))
 
     def requests(self, records: list[FeedbackRecord], iteration: int) -> list[GenRequest]:
         if self._ranked(records):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from drift_exp.methods.base import Builder, each_sample, pair
 from drift_exp.methods.prompts import plain_request
+from drift_exp.methods.protocol import Builder, each_sample, pair
 from drift_exp.records import Completion, FeedbackRecord, GenRequest, PreferencePair
 
 
