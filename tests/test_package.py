@@ -78,19 +78,20 @@ def test_built_wheel_runs_from_another_directory(tmp_path):
 
     # A fresh environment whose own site-packages holds only the wheel; the dependencies are this environment's,
     # reached through a .pth line (`venv --system-site-packages` would give the base interpreter's, not these).
+    # No PYTHONPATH or VIRTUAL_ENV of the test run reaches that environment: it must find the wheel's copy alone.
     venv = tmp_path / "venv"
-    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, dict(os.environ))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp_path, env)
     py = venv / "bin" / "python"
     venv_site = Path(_run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path,
-                          dict(os.environ)).stdout.strip())
+                          env).stdout.strip())
+    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "--force-reinstall",
+          "-q", str(wheel)], tmp_path, env)
     (venv_site / "_test_env.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-    _run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q", str(wheel)],
-         tmp_path, dict(os.environ))
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     where = _run([str(py), "-c", "import drift_exp; print(drift_exp.__file__)"], elsewhere, env).stdout
     assert where.startswith(str(venv_site)), where  # the wheel's copy, not this checkout
 
