@@ -280,6 +280,12 @@ def load_spec(path: Path):
     return wr.Report._from_model(report_model.ReportViewspec.model_validate(data))
 
 
+def _metric_name(metric: Any) -> str:
+    """A panel's metric as the key the runs log: a name as given, or the name of the library's Metric object
+    (what a panel read back from a specification holds)."""
+    return metric if isinstance(metric, str) else str(getattr(metric, "name", metric))
+
+
 def named_keys(obj) -> dict[str, set[str]]:
     """The metric keys the panels of a workspace or report name, by the runs they read (experiments, report,
     coverage: the run set's name in a report, the workspace's runs are the experiments)."""
@@ -290,9 +296,9 @@ def named_keys(obj) -> dict[str, set[str]]:
         for p in panels:
             kind = type(p).__name__
             if kind == "LinePlot":
-                keys.update(str(y) for y in p.y)
-                if p.x and p.x != "Step":
-                    keys.add(str(p.x))
+                keys.update(_metric_name(y) for y in p.y)
+                if p.x and _metric_name(p.x) not in ("Step", "_step"):
+                    keys.add(_metric_name(p.x))
             elif kind == "WeavePanelSummaryTable":
                 keys.add(p.table_name)
             elif kind == "MediaBrowser":

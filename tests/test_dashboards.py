@@ -58,6 +58,11 @@ def test_the_specification_round_trips_through_the_librarys_model(sweep_dir, mon
         written = json.loads((sweep_dir / "report" / name).read_text())
         loaded = load_spec(sweep_dir / "report" / name)  # the library's Workspace / Report object
         assert spec_json(loaded) == written, name
+    # The keys the panels name read the same from the objects built and from the ones read back.
+    for name, built in ((WORKSPACE_FILE, build_workspace(read_sweep(sweep_dir))),
+                        (REPORT_FILE, build_report(read_sweep(sweep_dir)))):
+        assert named_keys(load_spec(sweep_dir / "report" / name)) == named_keys(built)
+        assert "eval/wildbench/task_macro" in named_keys(built)["experiments"]
     workspace = load_spec(sweep_dir / "report" / WORKSPACE_FILE)
     assert (workspace.entity, workspace.project, workspace.name) == ("team", "drift_exp", "drift_exp table3")
     report = load_spec(sweep_dir / "report" / REPORT_FILE)
