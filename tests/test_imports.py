@@ -22,10 +22,10 @@ SRC = Path(__file__).resolve().parents[1] / PACKAGE
 # evaluation package's __init__ re-exports the config schema that drift_exp.config imports.
 LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
-        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials",
+        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials", "run_dir_check",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
-        "config", "config_groups", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
+        "config", "config_groups", "config_keys", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
         "model_shapes"]),
     ("building blocks", [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
