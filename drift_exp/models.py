@@ -188,8 +188,8 @@ def check_model_folder(key: str, value: str, trust: bool = False, gguf_file: str
     model.gguf_file names), or a .gguf file. Hub ids, 'tiny', 'auto' and pkg: paths are left to their loaders.
     ConfigError naming the key otherwise."""
     from drift_exp.config import looks_local
+    from drift_exp.data.sources import kind_of
     from drift_exp.errors import ConfigError
-    from drift_exp.provenance import kind_of
 
     if value in ("tiny", "auto") or value.startswith("pkg:"):
         return

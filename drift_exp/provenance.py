@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from drift_exp.credentials import scrub
+from drift_exp.data.sources import kind_of, require_kind
 from drift_exp.errors import DataError
 from drift_exp.records import write_text
 
@@ -23,36 +23,6 @@ FOLDER_HASHED_BELOW = HASHED_BELOW
 # The files a reader takes from a data folder (the released files; the annotation file). A folder with none
 # of them is read by the `datasets` library (UltraFeedback): its data files at the top and in data/.
 DATA_SUFFIXES = (".json", ".jsonl", ".parquet", ".csv", ".arrow")
-KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
-
-
-def kind_of(path: Path) -> str:
-    """'file', 'folder', 'missing', or what else the path is (a FIFO, a device...), following symlinks;
-    never opens it (opening a FIFO waits for a writer, reading /dev/zero never ends)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return "missing"
-    except OSError as err:
-        return f"unreadable ({err.strerror})"
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "folder"
-    return next((what for test, what in KINDS if test(mode)), "not a regular file")
-
-
-def require_kind(key: str, path: Path | str, expect: tuple[str, ...] = ("file", "folder")) -> None:
-    """DataError unless the existing path `path` (the value of `key`) is of a kind in `expect`."""
-    kind = kind_of(Path(path))
-    if kind not in expect and kind != "missing":
-        shown = Path(path).resolve() if Path(path).is_symlink() else Path(path)
-        via = f" (the symlink points at {shown})" if shown != Path(path) else ""
-        want = " or ".join("a regular file" if e == "file" else "a folder" for e in expect)
-        raise DataError(f"{key}={str(path)!r} is {kind}{via}, expected {want}; it is never read")
-
-
 def files_read(source: str) -> list[Path]:
     """The local files the data readers read for data.source (none for a hub id), each checked to be a
     regular file: a file source itself; in a folder, the reader's files (not a walk of everything below)."""

@@ -25,9 +25,10 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
         "conf",  # the config tree's empty __init__ (Hydra imports it to find the YAML files)
         "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials", "locations", "devices",
+        "run_dir_check",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
-        "config", "config_groups", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
+        "config", "config_groups", "config_keys", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
         "model_shapes"]),
     ("building blocks", [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import stat
 from pathlib import Path
 
 from drift_exp.errors import DataError
@@ -16,8 +18,6 @@ SAMPLE_DIR = Path(__file__).parent / "sample"
 def local_or_hub(source: str) -> Path | str:
     """A Path when `source` names an existing local file or folder, the hub id when it is one (the one rule of
     drift_exp.locations), else DataError."""
-    from drift_exp.provenance import require_kind
-
     where = locate(source, ("sample",))  # 'sample' is the callers' to handle: here it names no file
     if where.kind == Kind.hub:
         return source
@@ -37,3 +37,33 @@ def hub_file(repo_id: str, filename: str, revision: str | None) -> Path:
     except Exception as err:  # offline, missing repo, gated: say which and how to fix it
         raise DataError(f"data.source={repo_id!r}: could not download {filename} from the hub "
                         f"({type(err).__name__}: {err}); pass a local path instead") from None
+
+
+KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+         (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def kind_of(path: Path) -> str:
+    """'file', 'folder', 'missing', or what else the path is (a FIFO, a device...), following symlinks;
+    never opens it (opening a FIFO waits for a writer, reading /dev/zero never ends)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    except OSError as err:
+        return f"unreadable ({err.strerror})"
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISDIR(mode):
+        return "folder"
+    return next((what for test, what in KINDS if test(mode)), "not a regular file")
+
+
+def require_kind(key: str, path: Path | str, expect: tuple[str, ...] = ("file", "folder")) -> None:
+    """DataError unless the existing path `path` (the value of `key`) is of a kind in `expect`."""
+    kind = kind_of(Path(path))
+    if kind not in expect and kind != "missing":
+        shown = Path(path).resolve() if Path(path).is_symlink() else Path(path)
+        via = f" (the symlink points at {shown})" if shown != Path(path) else ""
+        want = " or ".join("a regular file" if e == "file" else "a folder" for e in expect)
+        raise DataError(f"{key}={str(path)!r} is {kind}{via}, expected {want}; it is never read")
