@@ -120,8 +120,8 @@ def sweep(tmp_path_factory):
 def test_the_elo_column_is_one_pool_of_the_sweeps_distinct_policies(sweep):
     rows = sweep["rows"]
     board = load_leaderboard(sweep["elo"])
-    # Four distinct players: the shared base (scored alike in both runs), the seed (alike in both), and the two
-    # iteration-1 policies; they play each other and model-a / model-b on the six sessions.
+    # Four players, one per report row: the Base row (base/ of both runs), the Seed row (iteration 0 of both),
+    # and the two iteration-1 policies; they play each other and model-a / model-b on the six sessions.
     # Each is named after the first run folder that holds it (the names order the games, hence the shuffles).
     drift, spin = "wildfeedback-qwen7b-drift-full-s42", "wildfeedback-qwen7b-spin-controlled-s42"
     players = {"base": (f"{drift}/base", [5] * 6), "seed": (f"{drift}/iter_0", [6] * 6),
