@@ -189,3 +189,16 @@ def test_an_unreadable_leaderboard_falls_back_to_each_runs_rating_and_says_why(s
     with open(report.csv, newline="") as f:
         rows = {(r["method"], r["setting"], r["iteration"]): r for r in csv.DictReader(f)}
     assert (rows[("drift", "full", "1")]["elo"], rows[("drift", "full", "1")]["elo_pool"]) == ("1199.00", "alone")
+
+
+def test_a_broken_judge_record_file_is_named(sweep, tmp_path):
+    import shutil
+
+    from drift_exp.report import ReportError
+
+    copy = tmp_path / "table3"
+    shutil.copytree(sweep["sweep"], copy)
+    broken = copy / "wildfeedback-qwen7b-spin-controlled-s42" / "iter_1" / "eval" / "wildbench" / "scores.json"
+    broken.write_text('{"session_id": "s0", "score": 5}')  # an object, not a list of records
+    with pytest.raises(ReportError, match=r"spin-controlled-s42/iter_1/eval/wildbench/scores.json: not a WildBench"):
+        build_report([copy], tmp_path / "out", log_to_wandb=False)

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 
 from drift_exp.errors import UserError
 from drift_exp.names import BASE_FOLDER, iteration_folder
-from drift_exp.report.collect import Record, value_at
+from drift_exp.report.collect import Record, ReportError, value_at
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def pool_elo(records: list[Record], mode: str = "pool") -> list[Pool]:
     from drift_exp.evaluation.wb_leaderboard import elo_settings, load_leaderboard, our_scores
 
     if mode not in MODES:
-        raise UserError(f"--elo must be one of {MODES}, got {mode!r}")
+        raise ReportError(f"--elo must be one of {MODES}, got {mode!r}")
     groups: dict[str, tuple[Any, list[tuple[Record, Path]]]] = {}
     if mode == "pool":
         for r in records:
@@ -112,8 +112,8 @@ def pool_elo(records: list[Record], mode: str = "pool") -> list[Pool]:
                 continue
             try:
                 scores = our_scores(json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                raise UserError(f"{path}: not a WildBench judge record list ({err})") from err
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                raise ReportError(f"{path}: not a WildBench judge record list ({err})") from err
             name = f"{r.experiment}/{path.parents[2].name}"
             while name in results:
                 name += " (drift_exp)"
