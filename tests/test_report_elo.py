@@ -120,8 +120,8 @@ def sweep(tmp_path_factory):
 def test_the_elo_column_is_one_pool_of_the_sweeps_distinct_policies(sweep):
     rows = sweep["rows"]
     board = load_leaderboard(sweep["elo"])
-    # Four distinct players: the shared base (scored alike in both runs), the seed (alike in both), and the two
-    # iteration-1 policies; they play each other and model-a / model-b on the six sessions.
+    # Four players, one per report row: the Base row (base/ of both runs), the Seed row (iteration 0 of both),
+    # and the two iteration-1 policies; they play each other and model-a / model-b on the six sessions.
     # Each is named after the first run folder that holds it (the names order the games, hence the shuffles).
     drift, spin = "wildfeedback-qwen7b-drift-full-s42", "wildfeedback-qwen7b-spin-controlled-s42"
     players = {"base": (f"{drift}/base", [5] * 6), "seed": (f"{drift}/iter_0", [6] * 6),
@@ -189,3 +189,16 @@ def test_an_unreadable_leaderboard_falls_back_to_each_runs_rating_and_says_why(s
     with open(report.csv, newline="") as f:
         rows = {(r["method"], r["setting"], r["iteration"]): r for r in csv.DictReader(f)}
     assert (rows[("drift", "full", "1")]["elo"], rows[("drift", "full", "1")]["elo_pool"]) == ("1199.00", "alone")
+
+
+def test_a_broken_judge_record_file_is_named(sweep, tmp_path):
+    import shutil
+
+    from drift_exp.report import ReportError
+
+    copy = tmp_path / "table3"
+    shutil.copytree(sweep["sweep"], copy)
+    broken = copy / "wildfeedback-qwen7b-spin-controlled-s42" / "iter_1" / "eval" / "wildbench" / "scores.json"
+    broken.write_text('{"session_id": "s0", "score": 5}')  # an object, not a list of records
+    with pytest.raises(ReportError, match=r"spin-controlled-s42/iter_1/eval/wildbench/scores.json: not a WildBench"):
+        build_report([copy], tmp_path / "out", log_to_wandb=False)

@@ -6,8 +6,8 @@ the paper rated all its models in one pool, where they also play each other. `po
 it reads the judge's per-task scores of every record (`<run>/iter_k/eval/wildbench/scores.json`, or
 `<run>/base/eval/...` for the Base row), the leaderboard and the rating settings named by the run's own
 config.yaml (eval.wildbench.elo), and rates all of them in one `wb_elo_pool`. Runs whose Elo settings or
-leaderboard differ go to separate pools. A policy evaluated twice with the same scores (the Base row,
-shared by a sweep's jobs) is one player.
+leaderboard differ go to separate pools. Each row of the report is one player: the records of one row
+(the Base row's base/ in every job of a sweep, the Seed row's iteration 0) are rated as the first of them.
 
 Results go into each record's metrics under `elo_pool`: {elo, std, ci_low, ci_high, games, pool, pooled,
 vs_base}; `pooled` is false where the report had no scores to pool (a W&B record, a run without
@@ -18,7 +18,6 @@ anchors sit elsewhere, cancels.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from omegaconf import OmegaConf
 
 from drift_exp.errors import UserError
 from drift_exp.names import BASE_FOLDER, iteration_folder
-from drift_exp.report.collect import Record, value_at
+from drift_exp.report.collect import Record, ReportError, value_at
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +85,7 @@ def pool_elo(records: list[Record], mode: str = "pool") -> list[Pool]:
     from drift_exp.evaluation.wb_leaderboard import elo_settings, load_leaderboard, our_scores
 
     if mode not in MODES:
-        raise UserError(f"--elo must be one of {MODES}, got {mode!r}")
+        raise ReportError(f"--elo must be one of {MODES}, got {mode!r}")
     groups: dict[str, tuple[Any, list[tuple[Record, Path]]]] = {}
     if mode == "pool":
         for r in records:
@@ -106,25 +105,24 @@ def pool_elo(records: list[Record], mode: str = "pool") -> list[Pool]:
             continue
         pool.leaderboard = board.provenance
         results = dict(board.scores)
-        player_of: dict[int, str] = {}
-        by_digest: dict[str, str] = {}
+        player_of: dict[tuple, str] = {}  # one player per report row (the Base row of a sweep's jobs: one)
         for r, path in members:
+            if r.row_key in player_of:
+                pool.players[player_of[r.row_key]].append(f"{r.source}/{path.parents[2].name}")
+                continue
             try:
                 scores = our_scores(json.loads(path.read_text()))
-            except (OSError, ValueError, KeyError, TypeError) as err:
-                raise UserError(f"{path}: not a WildBench judge record list ({err})") from err
-            digest = hashlib.sha256(json.dumps(sorted(scores.items())).encode()).hexdigest()
-            if digest not in by_digest:
-                name = f"{r.experiment}/{path.parents[2].name}"
-                while name in results:
-                    name += " (drift_exp)"
-                by_digest[digest] = name
-                results[name] = scores
-            player_of[id(r)] = by_digest[digest]
-            pool.players.setdefault(by_digest[digest], []).append(f"{r.source}/{path.parents[2].name}")
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+                raise ReportError(f"{path}: not a WildBench judge record list ({err})") from err
+            name = f"{r.experiment}/{path.parents[2].name}"
+            while name in results:
+                name += " (drift_exp)"
+            results[name] = scores
+            player_of[r.row_key] = name
+            pool.players[name] = [f"{r.source}/{path.parents[2].name}"]
         rated = wb_elo_pool(results, board.init, list(pool.players), **pool.settings)
         for r, _ in members:
-            got = rated[player_of[id(r)]]
+            got = rated[player_of[r.row_key]]
             if got["elo"] is None:
                 continue
             r.metrics[KEY] = {**{k: got[k] for k in ("elo", "std", "ci_low", "ci_high", "games", "length_ties")},
