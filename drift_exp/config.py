@@ -32,7 +32,7 @@ from drift_exp.config_fields import NEUTRAL, NO_LEGACY, non_finite, result_field
 from drift_exp.config_groups import register_sweeps
 from drift_exp.decoding import MAX_TOKENS, DecodingConfig, decoding_checks
 from drift_exp.errors import ConfigError
-from drift_exp.evaluation.config import EvalConfig, validate_eval
+from drift_exp.evaluation.config import EvalConfig
 from drift_exp.names import (
     DATA_FORMATS,
     ITERATION_STAGES,
@@ -64,6 +64,11 @@ def at_most(key: str, value: int | float | None, bound: int | float, what: str) 
 # Sequence lengths: the longest context of the models in reach (Qwen2.5, Gemma 3: 128k tokens). Anything above it
 # is a typo that would allocate a KV cache or activations for a context no model has.
 MAX_SEQUENCE = MAX_TOKENS
+# The other bounds; the check of each says why it is where it is.
+MAX_SAMPLES = 64
+MAX_RECORDS = 10_000_000
+MAX_EPOCHS = 100
+MAX_ITERATIONS = 100
 
 
 class PromptFormat(StrEnum):
@@ -137,9 +142,6 @@ class MethodConfig:
                     "generated and trained on"),
             (f"{key}.instruction", bool(self.instruction.strip()), "must not be empty"),
         ])
-
-
-MAX_SAMPLES = 64
 
 
 @dataclass
@@ -223,9 +225,6 @@ class ModelConfig:
         gguf_file_of(self.path, self.gguf_file)  # a GGUF / packaged model: the file and the gguf package
 
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-
-
 @dataclass
 class SettingConfig:
     # Label used in the run directory name.
@@ -243,9 +242,6 @@ class SettingConfig:
             at_most(f"{key}.max_records", self.max_records, MAX_RECORDS, "records sampled every iteration; "
                     "null takes all of them"),
         ])
-
-
-MAX_RECORDS = 10_000_000
 
 
 @dataclass
@@ -330,9 +326,6 @@ class TrainerConfig:
                       f"must be one transformers accepts ({', '.join(sorted(choices or []))}), got {value!r}")])
 
 
-MAX_EPOCHS = 100
-
-
 @dataclass
 class GenerationConfig(DecodingConfig):
     # temperature, top_p, top_k, repetition_penalty, max_new_tokens: DecodingConfig's fields and defaults
@@ -394,9 +387,6 @@ class GenerationConfig(DecodingConfig):
         ])
 
 
-GENERATION_BACKENDS = ("hf", "vllm")
-
-
 @dataclass
 class ScorerConfig:
     # Reward model ranking IterDPO's samples (and the evaluation proxy): a hub id or local folder;
@@ -449,9 +439,6 @@ class LauncherConfig:
             (f"{key}.num_machines", self.num_machines >= 1, f"must be >= 1, got {self.num_machines}"),
             at_most(f"{key}.num_machines", self.num_machines, 4096, "nodes of one training job"),
         ])
-
-
-LAUNCHERS = ("inline", "local", "slurm")
 
 
 @dataclass
@@ -525,11 +512,8 @@ class Config:
         self.scorer.validate()
         self.launcher.validate()
         self.run.validate()
-        validate_eval(self.eval)
+        self.eval.validate()
         cross_section_checks(self)
-
-
-MAX_ITERATIONS = 100
 
 
 DEFAULT_REWARD_MODEL = "OpenAssistant/reward-model-deberta-v3-large-v2"
@@ -560,6 +544,11 @@ def register_configs() -> None:
     register_resolvers()  # ${drift_exp.experiment_name:} in hydra.run.dir / hydra.sweep.subdir
     ConfigStore.instance().store(name="drift_exp_schema", node=Config)
     register_sweeps()  # the group `cell` (`sweep` is the folder conf/sweep/)
+
+
+GENERATION_BACKENDS = ("hf", "vllm")
+LAUNCHERS = ("inline", "local", "slurm")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def cross_section_checks(cfg: Config) -> None:

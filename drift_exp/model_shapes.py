@@ -145,8 +145,13 @@ def model_shape(path: str, tiny: TinyModelConfig | None = None) -> Shape:
         raise ShapeUnknown(str(err)) from None
     if gguf is not None:
         return shape_from_gguf(gguf)
-    local = Path(path).expanduser() / "config.json"
-    if local.is_file():
+    from drift_exp.locations import Kind, locate
+
+    where = locate(path, ("tiny",))
+    if where.kind == Kind.local:  # never asked of the hub (drift_exp.locations: a path, existing or not)
+        local = Path(path).expanduser() / "config.json"
+        if not local.is_file():
+            raise ShapeUnknown(f"no config.json in the local folder {path!r}")
         try:
             return shape_from_config(json.loads(local.read_text()), str(local))
         except (ValueError, KeyError, TypeError) as err:

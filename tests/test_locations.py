@@ -84,3 +84,29 @@ def test_the_config_check_refuses_a_missing_local_path_and_passes_a_hub_id(tmp_p
     (_, cfg), = compose([f"model.path={tmp_path}/missing/", "model.name=x"])
     with pytest.raises(ConfigError, match="model.path=.*: no such file or folder"):
         validate(cfg)
+
+
+def test_one_gpu_probe_for_the_launcher_the_layout_and_the_plan(monkeypatch):
+    """launch.processes_per_node, generation.replicas.node_layout, the vLLM backend and the plan all count GPUs
+    through drift_exp.devices: a machine that shows 4 GPUs of 80 GiB is seen so by each."""
+    import torch
+
+    from drift_exp import devices, launch, plan
+    from drift_exp.config import Config, GenerationConfig, LauncherConfig
+    from drift_exp.generation import vllm
+    from drift_exp.generation.replicas import node_layout
+
+    assert devices.visible_gpus() == ((torch.cuda.device_count(), devices.visible_gpus()[1])
+                                      if torch.cuda.is_available() else (0, None))
+
+    class Props:
+        total_memory = 80 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: Props())
+    assert devices.visible_gpus() == (4, 80.0)
+    assert launch.processes_per_node(Config(launcher=LauncherConfig(num_processes=None))) == 4
+    assert vllm.visible_gpus() == 4 and vllm.gpu_memory_gib() == 80.0
+    assert node_layout(GenerationConfig(backend="vllm"), "tiny").replicas == 4
+    assert plan.visible_gpus is devices.visible_gpus

@@ -153,6 +153,10 @@ class EvalConfig(DecodingConfig):
     # WildBench scoring: the judge template and WB-Elo.
     wildbench: WildBenchConfig = field(default_factory=WildBenchConfig)
 
+    def validate(self) -> None:
+        """Its checks, judge and WildBench settings included (validate_eval, below)."""
+        validate_eval(self)
+
 
 def validate_eval(cfg: EvalConfig) -> None:
     """Check choices and ranges; raise ConfigError naming the key (eval.*)."""
