@@ -15,8 +15,6 @@ from drift_exp.errors import ConfigError
 from drift_exp.generation import reply_text
 from drift_exp.packaged import PACKAGES, gguf_file_of, install_hint, package_dir, package_file
 from drift_exp.plan import validate
-from drift_exp.preview import COLUMNS, preview_rows, render_markdown, write_preview
-from drift_exp.records import PreferencePair
 
 from .conftest import CONF, ROOT
 
