@@ -23,7 +23,7 @@ from typing import Any
 
 from drift_exp.config import Config
 from drift_exp.errors import UserError
-from drift_exp.names import BASE_EVAL, BASE_FOLDER, iteration_folder
+from drift_exp.names import ACCELERATE, BASE_FOLDER, ONCE_BASE, iteration_folder, job_stage, stage_id
 from drift_exp.tracking import Tracker
 
 
@@ -31,33 +31,25 @@ class StageFailed(UserError):
     """A stage's child process exited with an error."""
 
 
-def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) -> dict[str, Any]:
-    """Run the generate, train or eval job of iteration k (base_eval: the starting model, in base/);
-    return the stats it wrote."""
-    from drift_exp import worker
-
-    folder = run_dir / (BASE_FOLDER if stage == BASE_EVAL else iteration_folder(k))
-    if cfg.launcher.name == "inline":
-        if stage == "generate":
-            return worker.generate(cfg, run_dir, k)
-        if stage == "eval":
-            return worker.evaluate(cfg, run_dir, k)
-        if stage == "base_eval":
-            return worker.evaluate_base(cfg, run_dir)
-        return worker.train(cfg, run_dir, k, tracker.report_to)
+def run_job(cfg: Config, run_dir: Path, job: str, k: int, tracker: Tracker) -> dict[str, Any]:
+    """Run worker job `job` of iteration k (base_eval: the starting model, in base/) as its own process, as
+    the stage table says (a plain child, or accelerate launch); return the stats it wrote. The inline
+    launcher calls the job functions in the orchestrator instead (drift_exp/runner.py)."""
+    spec = job_stage(job)
+    folder = run_dir / (BASE_FOLDER if spec.scope == ONCE_BASE else iteration_folder(k))
     ds_config = None
-    if stage == "train" and cfg.launcher.deepspeed:
+    if spec.where == ACCELERATE and cfg.launcher.deepspeed:
         from drift_exp.training.deepspeed import write_zero3_config
 
         ds_config = folder / "ds_config.json"
         write_zero3_config(ds_config, cfg.trainer, world_size(cfg), bf16=_bf16(cfg))
-    cmd = stage_command(cfg, run_dir, stage, k, tracker.report_to, ds_config)
+    cmd = stage_command(cfg, run_dir, job, k, tracker.report_to, ds_config)
     # The child starts its own W&B service: one shared with this process would still hold the run id
     # when the orchestrator reopens the run after the child exits.
     env = {key: v for key, v in os.environ.items() if key != "WANDB_SERVICE"}
     with tracker.paused() as wandb_env:
-        _run_child(cmd, {**env, **wandb_env}, folder / f"{stage}.log", f"{folder.name}/{stage}")
-    return json.loads((folder / f"{stage}_stats.json").read_text())
+        _run_child(cmd, {**env, **wandb_env}, folder / f"{job}.log", stage_id(folder.name, spec.name))
+    return json.loads((folder / f"{job}_stats.json").read_text())
 
 
 def world_size(cfg: Config) -> int:
@@ -89,8 +81,8 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
                   ds_config: Path | None) -> list[str]:
     """The command line of one stage's job (pure: tested without running it)."""
     job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
-    if stage in ("generate", "eval", "base_eval"):
-        return [sys.executable, *job]  # one process; it starts one child per generation replica itself
+    if job_stage(stage).where != ACCELERATE:
+        return [sys.executable, *job]  # one process (generation starts one child per replica itself)
     job += ["--report-to", report_to]
     if ds_config is not None:
         job += ["--deepspeed-config", str(ds_config)]

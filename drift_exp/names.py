@@ -3,7 +3,8 @@
 - The experiment name `<data>-<model>-<method>-<setting>-s<seed>`: the run directory (Hydra's
   `hydra.run.dir` / `hydra.sweep.subdir` call :func:`experiment_name` through the OmegaConf resolver
   registered here), the W&B group, and what the report reads back (:func:`parse_experiment_name`).
-- The stages and their ids: `data/prepare`, `iter_<k>/<stage>`, `base/eval`; `run.stop_after` values.
+- The stage table (STAGES: each stage's folder, resume key, inputs, outputs, where it runs) and what is
+  derived from it: stage ids `data/prepare`, `iter_<k>/<stage>`, `base/eval`; the worker's jobs; `run.stop_after`.
 - The method kinds: each one is the module `drift_exp/methods/<kind>.py`.
 - The data formats (`data.format`): each one has a reader in `drift_exp/data/load.py`.
 
@@ -97,16 +98,83 @@ def register_resolvers() -> None:
 PREPARE = "prepare"  # extract the records (folder data/)
 WARM_START = "warm_start"  # iteration 0 (a run.stop_after value; its stages are train and eval)
 REQUESTS, GENERATE, PAIRS, TRAIN, EVAL = "requests", "generate", "pairs", "train", "eval"
-ITERATION_STAGES = (REQUESTS, GENERATE, PAIRS, TRAIN, EVAL)  # iteration k >= 1, in pipeline order
-WARM_START_STAGES = (TRAIN, EVAL)  # iteration 0
-LEAVES = (EVAL,)  # stages no later stage reads: a changed config reruns just them
 DATA_FOLDER = "data"  # the prepare stage's folder
 BASE_FOLDER = "base"  # the untouched model's evaluation (drift_exp.evaluation.base)
 BASE_EVAL = "base_eval"  # the worker job that evaluates it
-WORKER_JOBS = (GENERATE, TRAIN, EVAL, BASE_EVAL)  # python -m drift_exp.worker <job>
+
+# Where a stage's work runs. In process: in the orchestrator itself. child: `python -m drift_exp.worker <job>`
+# as its own process (launcher=local/slurm; inline runs the same job function in the orchestrator).
+# accelerate: the same job under `accelerate launch` over the node's (or allocation's) GPUs.
+IN_PROCESS, CHILD, ACCELERATE = "in_process", "child", "accelerate"
+# Which folder and iterations a stage belongs to: data/ once, base/ once, iteration 0 (the warm start),
+# every iteration k >= 1, or every iteration k >= 0.
+ONCE_DATA, ONCE_BASE, WARM, LOOP, EVERY = "data", "base", "warm", "loop", "every"
+
+
+class StageDef(NamedTuple):
+    """One stage, declared once: the pipeline's schedule, the resume check, the launcher, the worker's jobs,
+    run.stop_after and the run directory's layout are all read from STAGES."""
+
+    name: str  # its DONE marker's key in its folder, and the <stage> of its id <folder>/<stage>
+    scope: str  # ONCE_DATA, ONCE_BASE, WARM, LOOP or EVERY
+    where: str  # IN_PROCESS, CHILD or ACCELERATE
+    # What its DONE marker records, i.e. its resume key: `key` or `key=source`, source a config section
+    # (its result-affecting fields) or a value the runner knows (iteration, data_file, extractor, scorer: null
+    # where the stage does not use the reward model, eval_identity); a trailing `?`: recorded only where it
+    # applies (drift_exp/runner.py: section).
+    records: tuple[str, ...]
+    reads: tuple[str, ...] = ()  # files of its folder that earlier stages wrote (checked before it runs)
+    writes: tuple[str, ...] = ()  # what it leaves in its folder (a trailing / marks a folder)
+    leaf: bool = False  # no later stage reads it: a changed config reruns just it
+    job: str | None = None  # `python -m drift_exp.worker <job>` (CHILD / ACCELERATE)
+    wandb: str | None = None  # the prefix of its numbers in W&B
+
+    def runs_at(self, k: int | None) -> bool:
+        """Whether the stage belongs to iteration k (None: the stages outside the iterations)."""
+        if k is None:
+            return self.scope in (ONCE_DATA, ONCE_BASE)
+        return self.scope == EVERY or self.scope == (WARM if k == 0 else LOOP)
+
+
+# Algorithm 1 in schedule order: data/ and base/ once, then for k = 0..K every stage that runs at k, in this order.
+STAGES: tuple[StageDef, ...] = (
+    StageDef(PREPARE, ONCE_DATA, IN_PROCESS, ("data", "setting", "method=method.kind", "seed", "data_file",
+                                              "extractor?"),
+             writes=("records.jsonl", "stats.json")),
+    StageDef(EVAL, ONCE_BASE, CHILD, ("eval_identity",), writes=("eval/", "base_eval_stats.json", "metrics.json"),
+             leaf=True, job=BASE_EVAL, wandb="base/eval"),
+    StageDef(TRAIN, WARM, ACCELERATE, ("model", "trainer", "seed"),
+             writes=("pairs.jsonl", "checkpoint/", "train_stats.json", "metrics.json"), job=TRAIN, wandb="stage/train"),
+    StageDef(REQUESTS, LOOP, IN_PROCESS, ("method", "setting", "iteration"), writes=("requests.jsonl",),
+             wandb="stage/requests"),
+    StageDef(GENERATE, LOOP, CHILD, ("generation", "seed"), reads=("requests.jsonl",),
+             writes=("completions.jsonl", "generate_stats.json"), job=GENERATE, wandb="stage/generation"),
+    StageDef(PAIRS, LOOP, IN_PROCESS, ("method", "scorer"), reads=("completions.jsonl",),
+             writes=("pairs.jsonl", "pairs_preview.md"), wandb="stage/pairs"),
+    StageDef(TRAIN, LOOP, ACCELERATE, ("trainer", "seed"), reads=("pairs.jsonl",),
+             writes=("checkpoint/", "train_stats.json", "metrics.json"), job=TRAIN, wandb="stage/train"),
+    StageDef(EVAL, EVERY, CHILD, ("eval", "generation", "scorer"), writes=("eval/", "eval_stats.json", "metrics.json"),
+             leaf=True, job=EVAL, wandb="eval"),
+)
+
+
+def stages_at(k: int | None) -> tuple[StageDef, ...]:
+    """The stages of iteration k in schedule order (None: those of data/ and base/)."""
+    return tuple(s for s in STAGES if s.runs_at(k))
+
+
+ITERATION_STAGES = tuple(s.name for s in stages_at(1))  # iteration k >= 1, in pipeline order
+WARM_START_STAGES = tuple(s.name for s in stages_at(0))  # iteration 0
+LEAVES = tuple(dict.fromkeys(s.name for s in STAGES if s.leaf))  # a changed config reruns just them
+WORKER_JOBS = tuple(dict.fromkeys(s.job for s in STAGES if s.job))  # python -m drift_exp.worker <job>
 _ITERATION_PREFIX = "iter_"
 _ITER = re.compile(re.escape(_ITERATION_PREFIX) + r"(\d+)")
 ITERATION_GLOB = f"{_ITERATION_PREFIX}*"  # every iteration folder (and possibly more: check with folder_iteration)
+
+
+def job_stage(job: str) -> StageDef:
+    """The (first) stage a worker job runs for: its `where` says how the launcher starts it."""
+    return next(s for s in STAGES if s.job == job)
 
 
 def iteration_folder(k: int | None) -> str:
@@ -141,11 +209,11 @@ def wandb_job_type(k: int) -> str:
 
 def folder_stages(k: int | None) -> tuple[str, ...]:
     """The stages of iteration k's folder, in pipeline order (None: the prepare folder)."""
-    return (PREPARE,) if k is None else WARM_START_STAGES if k == 0 else ITERATION_STAGES
+    return tuple(s.name for s in STAGES if s.scope == ONCE_DATA) if k is None else tuple(s.name for s in stages_at(k))
 
 
 class StopPoint(NamedTuple):
-    stage: str  # prepare, warm_start or one of ITERATION_STAGES
+    stage: str  # prepare (the data stage), warm_start (the end of iteration 0) or one of ITERATION_STAGES
     iteration: int | None  # None for prepare / warm_start; a bare iteration stage means iteration 1
 
 
@@ -158,7 +226,7 @@ def parse_stop_after(value: str) -> StopPoint | None:
     if m is None:
         return None
     k, stage = m[1], m[2]
-    if stage in (PREPARE, WARM_START) and k is None:
+    if stage in (*folder_stages(None), WARM_START) and k is None:
         return StopPoint(stage, None)
     if stage in ITERATION_STAGES:
         return StopPoint(stage, int(k) if k is not None else 1)

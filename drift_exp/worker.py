@@ -1,9 +1,11 @@
-"""The two heavy stages as standalone jobs: `python -m drift_exp.worker {generate,train} --run-dir R --iteration K`.
+"""The heavy stages' jobs: `python -m drift_exp.worker <job> --run-dir R --iteration K`, one job per stage
+of drift_exp.names.STAGES that names one (generate, train, eval, base_eval).
 
-They read their inputs from the run directory and write their outputs there, so the launcher can
-run them in this process (inline), in a child process (generation: vLLM wants the GPUs to
-itself), or under `accelerate launch` across GPUs and nodes (training with DeepSpeed ZeRO-3).
-The orchestrator (pipeline.py) marks the stage done once the job has exited cleanly.
+They read their inputs from the run directory and write their outputs there, so the runner can
+run them in its own process (inline), in a child process (generation: vLLM wants the GPUs to
+itself), or under `accelerate launch` across GPUs and nodes (training with DeepSpeed ZeRO-3), as
+the table's `where` says. The orchestrator (drift_exp/runner.py) marks the stage done once the job
+has exited cleanly.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from drift_exp.config import Config
-from drift_exp.names import BASE_FOLDER, TRAIN, WORKER_JOBS, iteration_run_name, stage_id
+from drift_exp.names import BASE_EVAL, BASE_FOLDER, EVAL, GENERATE, TRAIN, WORKER_JOBS, iteration_run_name, stage_id
 from drift_exp.records import Completion, GenRequest, PreferencePair, read_jsonl, write_json, write_jsonl
 from drift_exp.stages import RunDir
 
@@ -106,8 +109,9 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     return metrics
 
 
-def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Evaluate the untouched starting model on eval.benchmarks; write base/eval/ and base_eval_stats.json."""
+def evaluate_base(cfg: Config, run_dir: Path, k: int = 0) -> dict[str, Any]:
+    """Evaluate the untouched starting model on eval.benchmarks; write base/eval/ and base_eval_stats.json
+    (k: unused, every job takes one)."""
     from dataclasses import replace
 
     from drift_exp.config import scorer_path
@@ -136,6 +140,11 @@ def generation_stats(completions: list[Completion], seconds: float) -> dict[str,
     }
 
 
+# The job of each stage that has one (drift_exp.names.STAGES: `job`), called as fn(cfg, run_dir, k).
+JOBS: dict[str, Callable[..., dict[str, Any] | None]] = {
+    GENERATE: generate, TRAIN: train, EVAL: evaluate, BASE_EVAL: evaluate_base}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=WORKER_JOBS)
@@ -150,15 +159,9 @@ def main(argv: list[str] | None = None) -> None:
     from drift_exp.models import set_trust_remote_code
 
     set_trust_remote_code(cfg.model.trust_remote_code)
+    opts = {"report_to": args.report_to, "deepspeed_config": args.deepspeed_config} if args.stage == TRAIN else {}
     try:
-        if args.stage == "generate":
-            generate(cfg, args.run_dir, args.iteration)
-        elif args.stage == "eval":
-            evaluate(cfg, args.run_dir, args.iteration)
-        elif args.stage == "base_eval":
-            evaluate_base(cfg, args.run_dir)
-        else:
-            train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
+        JOBS[args.stage](cfg, args.run_dir, args.iteration, **opts)
     finally:
         if args.report_to == "wandb":  # TRL opened the run from the WANDB_* env; close it before exiting
             import wandb

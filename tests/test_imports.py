@@ -22,7 +22,7 @@ SRC = Path(__file__).resolve().parents[1] / PACKAGE
 # evaluation package's __init__ re-exports the config schema that drift_exp.config imports.
 LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
-        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials",
+        "errors", "records", "config_fields", "cachedir", "locks", "packaged", "names", "credentials",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
         "config", "config_groups", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
         "provenance"]),
     ("orchestration: run directory, stage jobs, preflight, analyses", [
-        "stages", "launch", "worker", "plan", "analysis", "report",
+        "stages", "launch", "worker", "runner", "plan", "analysis", "report",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
     ("entry points", ["pipeline", "__main__"]),
 ]
