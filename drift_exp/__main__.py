@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from drift_exp.config import Config, register_configs, validate
 from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
+from drift_exp.names import variant_of
 from drift_exp.stages import RunDir
 
 register_configs()  # before @hydra.main composes: the schema, the sweeps, the run-directory resolver
@@ -21,6 +22,8 @@ log = logging.getLogger("drift_exp")
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(dcfg: DictConfig) -> None:
+    if dcfg.run.variant is None:  # recorded in config.yaml: the ablation's name without the command line
+        dcfg.run.variant = variant_of(HydraConfig.get().overrides.task, dcfg)
     cfg: Config = OmegaConf.to_object(dcfg)
     if os.environ.get("SLURM_PROCID", "0") != "0" and cfg.launcher.name == "slurm":
         return  # one orchestrator per experiment: the job's first task; the others only lend their node
@@ -35,7 +38,7 @@ def main(dcfg: DictConfig) -> None:
     except UserError as err:
         log.error("%s", err)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records this job as failed and goes on with the others
+            raise  # Hydra records this job as failed and goes on; drift_exp.multirun lists it at the end
         sys.exit(2)  # a clear message, no traceback
 
 

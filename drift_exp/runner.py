@@ -10,7 +10,8 @@ takes one scheduled stage through the same steps, whatever the stage:
     run               in process (BODIES), or its worker job: inline in this process, or as a child
                       process / under accelerate launch (drift_exp/launch.py), as the table's `where` says
     finish            the DONE marker with its stats (atomic outputs first)
-    tracking          its numbers to W&B
+    tracking          its numbers to the experiment's W&B run, as a history row of its iteration
+                      (the Base row: the summary); only for stages that finish now
     run.stop_after    stop here?
 
 A new stage is an entry in STAGES plus, when it runs in the orchestrator or needs more than its job's
@@ -22,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,7 +31,7 @@ from drift_exp.data.load import detect_format, load_records, select_records
 from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
-from drift_exp.evaluation.base import base_eval_stage, base_stats, eval_identity
+from drift_exp.evaluation.base import base_eval_stage, eval_identity
 from drift_exp.launch import run_job
 from drift_exp.methods import PairBuilder, seed_pairs
 from drift_exp.names import (
@@ -45,6 +45,8 @@ from drift_exp.names import (
     REQUESTS,
     STAGES,
     TRAIN,
+    WANDB_HELDOUT,
+    WANDB_SIGNAL,
     WARM,
     WARM_START,
     StageDef,
@@ -58,8 +60,9 @@ from drift_exp.preview import write_preview
 from drift_exp.provenance import data_identity
 from drift_exp.records import Completion, FeedbackRecord, read_jsonl, write_json, write_jsonl
 from drift_exp.stages import RunDir, Stage, read_markers
-from drift_exp.tracking import Tracker
+from drift_exp.tracking import Tracker, prefixed
 from drift_exp.training.diagnostics import flat_signal
+from drift_exp.training.logsink import TRAIN_LOG, TrainLogTail
 
 log = logging.getLogger("drift_exp.pipeline")
 
@@ -170,8 +173,6 @@ class Runner:
     def __init__(self, rd: RunDir, cfg: Config, method: PairBuilder, tracker: Tracker, schedule: Schedule):
         self.rd, self.cfg, self.method, self.tracker, self.schedule = rd, cfg, method, tracker, schedule
         self._targets: list[FeedbackRecord] | None = None
-        self._open_k: int | None = None
-        self._iteration_run = ExitStack()
 
     @property
     def targets(self) -> list[FeedbackRecord]:
@@ -183,52 +184,45 @@ class Runner:
 
     def run(self, step: Step) -> bool:
         """Run one stage unless it is done; True when run.stop_after says to stop after it."""
-        self._enter(step.k)
-        st = step.stage
-        if step.spec.scope == ONCE_BASE:
-            BODIES[step.spec](self, step)  # keeps its own marker (shared cache, drift_exp.evaluation.base)
+        st, spec = step.stage, step.spec
+        if spec.scope == ONCE_BASE:  # keeps its own marker (the shared cache, drift_exp.evaluation.base)
+            stats = BODIES[spec](self, step)
+            if stats is not None:  # evaluated now: the Base row goes to the run's summary
+                self.tracker.summary(prefixed(spec.wandb, stats))
         elif not st.done:
-            for name in step.spec.reads:
+            for name in spec.reads:
                 self.rd.require(st.folder / name, self._writer(step, name))
-            body = BODIES.get(step.spec)
-            stats = body(self, step) if body is not None else self.launch(step.spec.job, step.k)
+            body = BODIES.get(spec)
+            stats = body(self, step) if body is not None else self.launch(spec.job, step.k)
             if stats is not None:  # None: left unfinished on purpose (a rerun retries it)
                 st.finish(stats)
-        if st is not None and st.done and step.spec.wandb:
-            self.tracker.log(step.spec.wandb, st.stats)
+                if spec.wandb:  # one history row of iteration k, x = iteration
+                    self.tracker.log_iteration(step.k, prefixed(spec.wandb, stats))
         return self._stop_after(step)
 
     def __enter__(self) -> Runner:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._iteration_run.close()  # a crash never leaks an open W&B run into the next job
+        self.tracker.close()  # the one W&B run of the experiment, also after a failed stage
 
-    def launch(self, job: str, k: int) -> dict[str, Any]:
-        """Run a worker job: in this process (launcher=inline), else as a child process or under accelerate."""
+    def launch(self, job: str, k: int, on_train_log: Callable[[dict[str, Any]], None] | None = None
+               ) -> dict[str, Any]:
+        """Run a worker job: in this process (launcher=inline), else as a child process or under accelerate.
+        on_train_log: gets each training log as the job writes it (iter_k/train_log.jsonl)."""
         if self.cfg.launcher.name == "inline":
             from drift_exp import worker
 
-            opts = {"report_to": self.tracker.report_to} if job == TRAIN else {}
+            opts = {"forward": on_train_log} if on_train_log is not None else {}
             return worker.JOBS[job](self.cfg, self.rd.root, k, **opts)
-        return run_job(self.cfg, self.rd.root, job, k, self.tracker)
+        folder = self.rd.folder(k)
+        poll = TrainLogTail(folder / TRAIN_LOG, on_train_log) if on_train_log is not None else None
+        return run_job(self.cfg, self.rd.root, job, k, poll)
 
     def _writer(self, step: Step, name: str) -> str:
         """The id of the stage of the same iteration that writes file `name` (for the missing-file message)."""
         writer = next((s for s in self.schedule.at(step.k) if name in s.spec.writes and s is not step), step)
         return writer.id
-
-    def _enter(self, k: int | None) -> None:
-        """Open iteration k's W&B run when k has stages left to run (each iteration is its own run)."""
-        if k == self._open_k:
-            return
-        self._iteration_run.close()
-        self._open_k = k
-        if k is None or all(s.done for s in self.schedule.at(k)):
-            return
-        self._iteration_run.enter_context(self.tracker.iteration(k))
-        if k == 0:
-            self.tracker.log("base_eval", base_stats(self.rd.root))  # the Base row's numbers, in iteration 0's run
 
     def _stop_after(self, step: Step) -> bool:
         point = stop_point(step, self.schedule)
@@ -268,9 +262,9 @@ def _prepare(r: Runner, step: Step) -> dict[str, Any]:
     return stats
 
 
-def _base_eval(r: Runner, step: Step) -> None:
+def _base_eval(r: Runner, step: Step) -> dict[str, Any] | None:
     """The Base row: the untouched starting model, evaluated once (shared by every job of a sweep)."""
-    base_eval_stage(r.rd.root, r.cfg, lambda: r.launch(step.spec.job, 0))
+    return base_eval_stage(r.rd.root, r.cfg, lambda: r.launch(step.spec.job, 0))
 
 
 def _warm_start(r: Runner, step: Step) -> dict[str, Any]:
@@ -316,13 +310,18 @@ def _pairs(r: Runner, step: Step) -> dict[str, Any]:
 def _train(r: Runner, step: Step) -> dict[str, Any]:
     """One DPO stage from pi_{k-1} (the worker job), then iteration k's metrics.json."""
     cfg, st, k = r.cfg, step.stage, step.k
-    stats = r.launch(step.spec.job, k)
+    # The curves: train/* against the optimizer steps summed over the iterations before this one.
+    offset = sum(read_markers(r.rd.folder(j)).get(TRAIN, {}).get("stats", {}).get("steps", 0) for j in range(k))
+    (st.folder / TRAIN_LOG).unlink(missing_ok=True)  # an interrupted attempt's log
+    stats = r.launch(step.spec.job, k, on_train_log=lambda row: r.tracker.log_train(k, offset, row))
     metrics = {"iteration": k, "experiment": experiment_name(cfg), "method": cfg.method.name,
                "data": cfg.data.name, "model": cfg.model.name, "setting": cfg.setting.name, "seed": cfg.seed,
                "policy_start": stats["policy_start"], "train": stats}
     metrics.update({name: m.get("stats", {}) for name, m in read_markers(st.folder).items() if name != TRAIN})
     write_json(st.folder / "metrics.json", metrics)
-    r.tracker.log("stage/train", flat_signal(stats.get("signal", {})))
+    # The section 5 whole-stage summaries and the held-out pairs' numbers, on the iteration axis.
+    r.tracker.log_iteration(k, {**flat_signal(stats.get("signal", {}), prefix=WANDB_SIGNAL.rstrip("/")),
+                                **prefixed(WANDB_HELDOUT.rstrip("/"), stats.get("heldout") or {})})
     return {key: v for key, v in stats.items() if key not in ("history", "signal")}
 
 

@@ -53,6 +53,11 @@ CHECKPOINT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorc
                     "pytorch_model.bin.index.json")
 
 
+# How to give a run its own directory, in a single run and in a multirun (where hydra.run.dir is not used).
+OTHER_DIRECTORY = ("another run directory: run.variant=<label> (the experiment's name and directory get +<label>), "
+                   "hydra.run.dir=<dir> in a single run, hydra.sweep.subdir=<name> in a multirun (-m)")
+
+
 class RunDirLocked(UserError):
     """Another process holds the run directory."""
 
@@ -188,7 +193,7 @@ class RunDir:
             except LockHeld as held:
                 raise RunDirLocked(f"{self.root} is in use by another drift_exp process ({held.holder}); two "
                                    "processes on one run directory would overwrite each other's stages. Wait for it "
-                                   "to finish, or give this run another directory (hydra.run.dir=...).") from None
+                                   f"to finish, or give this run {OTHER_DIRECTORY}.") from None
             _HELD.add(key)
             try:
                 yield self
@@ -229,8 +234,8 @@ class RunDir:
                     "not (its DONE marker was removed?), so it would be made again under this stage")
         if not self.overwrite:
             raise StageConflict(
-                f"{self.root}: stage {where} {what}. Rerun with the original settings, use another run directory "
-                f"(hydra.run.dir=...), or pass run.overwrite=true to discard {where} and every stage after it.")
+                f"{self.root}: stage {where} {what}. Rerun with the original settings, use {OTHER_DIRECTORY}, or "
+                f"pass run.overwrite=true to discard {where} and every stage after it.")
         log.warning("%s %s: discarding it and every later stage (run.overwrite=true)", where, what)
         self._discard = (k, name)
         return st

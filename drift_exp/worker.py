@@ -68,11 +68,15 @@ def generation_layout(cfg: Config, model_path: str):
     return node_layout(cfg.generation, model_path, cfg.launcher.gpu_memory_gb, cfg.model.tiny)
 
 
-def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
-          deepspeed_config: str | None = None) -> dict[str, Any]:
-    """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}."""
+def train(cfg: Config, run_dir: Path, k: int, deepspeed_config: str | None = None,
+          forward: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}.
+
+    The job never opens W&B: each training log goes to iter_k/train_log.jsonl (and, in the orchestrator's
+    process, to `forward`), from where the orchestrator's run takes it (drift_exp/tracking.py)."""
     from drift_exp.models import base_model_path
     from drift_exp.training.dpo import reference_path, train_dpo
+    from drift_exp.training.logsink import TRAIN_LOG, TrainLogSink
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
@@ -84,8 +88,9 @@ def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
     ref = reference_path(cfg.trainer.ref, policy, base)
     epochs = cfg.trainer.warm_start_epochs if k == 0 else cfg.trainer.epochs
     t0 = time.time()
-    stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, report_to,
-                      iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config)
+    stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, "none",
+                      iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config,
+                      callbacks=[TrainLogSink(folder / TRAIN_LOG, forward)])
     if stats is not None:  # the main process of a distributed run
         stats.update(reference=ref or policy, policy_start=policy, wall_s=round(time.time() - t0, 2))
         write_json(folder / "train_stats.json", stats)
@@ -150,7 +155,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("stage", choices=WORKER_JOBS)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")
     parser.add_argument("--deepspeed-config", default=None, help="train: a DeepSpeed ZeRO-3 json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
@@ -159,15 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     from drift_exp.models import set_trust_remote_code
 
     set_trust_remote_code(cfg.model.trust_remote_code)
-    opts = {"report_to": args.report_to, "deepspeed_config": args.deepspeed_config} if args.stage == TRAIN else {}
-    try:
-        JOBS[args.stage](cfg, args.run_dir, args.iteration, **opts)
-    finally:
-        if args.report_to == "wandb":  # TRL opened the run from the WANDB_* env; close it before exiting
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+    opts = {"deepspeed_config": args.deepspeed_config} if args.stage == TRAIN else {}
+    JOBS[args.stage](cfg, args.run_dir, args.iteration, **opts)
 
 
 if __name__ == "__main__":

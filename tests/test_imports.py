@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("orchestration: run directory, stage jobs, preflight, analyses", [
         "stages", "launch", "worker", "runner", "plan", "analysis", "report",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
-    ("entry points", ["pipeline", "__main__"]),
+    ("entry points", ["pipeline", "__main__", "multirun"]),
 ]
 # What must never load the trainer or the pipeline, directly or through other modules (DESIGN.md: generation,
 # scoring and evaluation run without them). evaluation.base runs its stage through the launcher, which can train.

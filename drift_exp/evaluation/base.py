@@ -123,25 +123,28 @@ def _moved(obj: Any, old: str, new: str) -> Any:
     return obj
 
 
-def base_eval_stage(root: Path, cfg: Any, launch: Callable[[], dict[str, Any]]) -> None:
-    """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row).
+def base_eval_stage(root: Path, cfg: Any, launch: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row); return
+    its marker's stats when it finished now, None when it was done already or is left unfinished.
     cfg: drift_exp.config.Config; launch: runs the base_eval job and returns its metrics (drift_exp.runner)."""
     if not cfg.eval.benchmarks or not cfg.eval.base_model:
-        return
+        return None
     from drift_exp.evaluation import flat_metrics
 
     identity = eval_identity(cfg)
     st = base_stage(root, identity)
     if st.done:
-        return
+        return None
     metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval", launch)
     write_json(st.folder / "metrics.json", {"stage": BASE_FOLDER, "experiment": experiment_name(cfg),
                                             "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
                                             "eval": metrics, "shared": shared})
     if complete(metrics):
         st.finish({**flat_metrics(metrics), "reused": shared["reused"]})
-    else:  # left unfinished: a rerun sends only the failed judge calls (the others are cached)
-        log.warning("%s: some judge calls failed; rerun the command to retry them", st.id)
+        return st.stats
+    # left unfinished: a rerun sends only the failed judge calls (the others are cached)
+    log.warning("%s: some judge calls failed; rerun the command to retry them", st.id)
+    return None
 
 
 def base_stats(root: Path) -> dict[str, Any]:
