@@ -19,6 +19,7 @@ from drift_exp.config import Config, register_configs
 from drift_exp.config_keys import check_known_keys, check_stop_after
 from drift_exp.credentials import check_credentials, check_overrides, install_log_mask, mask_text
 from drift_exp.errors import UserError
+from drift_exp.names import variant_of
 from drift_exp.plan import validate  # the config check: sections, method, this machine
 from drift_exp.provenance import check_input_paths
 from drift_exp.run_dir_check import disk_problem
@@ -34,6 +35,8 @@ def main(dcfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     own_log = _fresh_job_log(run_dir)  # the log file Hydra just opened in a folder holding nothing else
     started = False
+    if dcfg.run.variant is None:  # recorded in config.yaml: the ablation's name without the command line
+        dcfg.run.variant = variant_of(HydraConfig.get().overrides.task, dcfg)
     try:
         check_known_keys(dcfg)  # +trainer.learnig_rate=1 is refused like the plain form
         check_credentials(dcfg)  # a literal password or token would end up in config.yaml and W&B
@@ -55,7 +58,7 @@ def main(dcfg: DictConfig) -> None:
             _drop_job_log(own_log)  # a refused run leaves no outputs/<exp>/__main__.log behind
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             err.args = (mask_text(str(err)),)  # Hydra prints it again
-            raise  # Hydra records this job as failed and goes on with the others
+            raise  # Hydra records this job as failed and goes on; drift_exp.multirun lists it at the end
         sys.exit(2)  # a clear message, no traceback
     except Exception as err:  # a full or read-only disk under the run directory: one line, not a traceback
         why = disk_problem(err)

@@ -445,8 +445,16 @@ class LauncherConfig:
 class TrackingConfig:
     # W&B: where the numbers are sent, not what they are.
     mode: TrackingMode = field(default=TrackingMode.auto, metadata=NEUTRAL)
-    project: str = field(default="drift_exp", metadata=NEUTRAL)
+    # Each unset (null) one is read from its W&B variable (WANDB_PROJECT, WANDB_ENTITY, WANDB_RUN_GROUP,
+    # WANDB_NAME, WANDB_TAGS comma-separated, WANDB_NOTES), else drift_exp's: project drift_exp, no entity (your
+    # default), group = the experiment name without its seed, name = the experiment name (drift_exp/tracking.py).
+    project: str | None = field(default=None, metadata=NEUTRAL)
     entity: str | None = field(default=None, metadata=NEUTRAL)
+    group: str | None = field(default=None, metadata=NEUTRAL)
+    name: str | None = field(default=None, metadata=NEUTRAL)
+    # Added to the automatic tags (method:, data:, model:, setting:, seed:, sweep: in a named sweep, variant:).
+    tags: list[str] | None = field(default=None, metadata=NEUTRAL)
+    notes: str | None = field(default=None, metadata=NEUTRAL)
 
 
 @dataclass
@@ -458,6 +466,10 @@ class RunConfig:
     overwrite: bool = field(default=False, metadata=NEUTRAL)
     # Folder name under outputs/sweeps/ for multirun.
     sweep_name: str = field(default="multirun", metadata=NEUTRAL)
+    # The ablation's part of the experiment name (`<name>+<variant>`: run directory, W&B name and group).
+    # null: made from the command line's result-affecting overrides outside the name (drift_exp.names.variant_of,
+    # e.g. trainer.beta_0.2) and recorded here; '' for none; a label to name it by hand.
+    variant: str | None = field(default=None, metadata=NEUTRAL)
     # Run the preflight checks of `python -m drift_exp.plan` (layout, batch, memory, data, judge keys,
     # disk) before anything is read or written; false skips them.
     preflight: bool = field(default=True, metadata=NEUTRAL)
@@ -466,7 +478,9 @@ class RunConfig:
         stop = parse_stop_after(self.stop_after) if self.stop_after else None
         require([(f"{key}.stop_after", self.stop_after is None or stop is not None,
                   "must be prepare, warm_start, or <stage> / iter_<k>/<stage> with stage one of "
-                  f"{ITERATION_STAGES}, got {self.stop_after!r}")])
+                  f"{ITERATION_STAGES}, got {self.stop_after!r}"),
+                 (f"{key}.variant", not self.variant or bool(LABEL.fullmatch(self.variant)),
+                  f"is part of the run directory name; use letters, digits, '_', '.', '+', '-', got {self.variant!r}")])
 
 
 @dataclass

@@ -18,46 +18,38 @@ import shlex
 import subprocess
 import sys
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from drift_exp.config import Config
 from drift_exp.errors import UserError
-from drift_exp.names import BASE_EVAL, BASE_FOLDER, iteration_folder
-from drift_exp.tracking import Tracker
+from drift_exp.names import ACCELERATE, BASE_FOLDER, ONCE_BASE, iteration_folder, job_stage, stage_id
+from drift_exp.tracking import CHILD_ENV
 
 
 class StageFailed(UserError):
     """A stage's child process exited with an error."""
 
 
-def run_stage(cfg: Config, run_dir: Path, stage: str, k: int, tracker: Tracker) -> dict[str, Any]:
-    """Run the generate, train or eval job of iteration k (base_eval: the starting model, in base/);
-    return the stats it wrote."""
-    from drift_exp import worker
-
-    folder = run_dir / (BASE_FOLDER if stage == BASE_EVAL else iteration_folder(k))
-    if cfg.launcher.name == "inline":
-        if stage == "generate":
-            return worker.generate(cfg, run_dir, k)
-        if stage == "eval":
-            return worker.evaluate(cfg, run_dir, k)
-        if stage == "base_eval":
-            return worker.evaluate_base(cfg, run_dir)
-        return worker.train(cfg, run_dir, k, tracker.report_to)
+def run_job(cfg: Config, run_dir: Path, job: str, k: int, poll: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run worker job `job` of iteration k (base_eval: the starting model, in base/) as its own process, as
+    the stage table says (a plain child, or accelerate launch); return the stats it wrote. The inline
+    launcher calls the job functions in the orchestrator instead (drift_exp/runner.py). poll: called while
+    the child runs and once after it exits (the runner reads the training curves with it)."""
+    spec = job_stage(job)
+    folder = run_dir / (BASE_FOLDER if spec.scope == ONCE_BASE else iteration_folder(k))
     ds_config = None
-    if stage == "train" and cfg.launcher.deepspeed:
+    if spec.where == ACCELERATE and cfg.launcher.deepspeed:
         from drift_exp.training.deepspeed import write_zero3_config
 
         ds_config = folder / "ds_config.json"
         write_zero3_config(ds_config, cfg.trainer, world_size(cfg), bf16=_bf16(cfg))
-    cmd = stage_command(cfg, run_dir, stage, k, tracker.report_to, ds_config)
-    # The child starts its own W&B service: one shared with this process would still hold the run id
-    # when the orchestrator reopens the run after the child exits.
+    cmd = stage_command(cfg, run_dir, job, k, ds_config)
+    # One W&B writer per run: the child never opens W&B (nor reaches this process's W&B service).
     env = {key: v for key, v in os.environ.items() if key != "WANDB_SERVICE"}
-    with tracker.paused() as wandb_env:
-        _run_child(cmd, {**env, **wandb_env}, folder / f"{stage}.log", f"{folder.name}/{stage}")
-    return json.loads((folder / f"{stage}_stats.json").read_text())
+    _run_child(cmd, {**env, **CHILD_ENV}, folder / f"{job}.log", stage_id(folder.name, spec.name), poll)
+    return json.loads((folder / f"{job}_stats.json").read_text())
 
 
 def world_size(cfg: Config) -> int:
@@ -85,13 +77,11 @@ def _bf16(cfg: Config) -> bool:
     return use_bf16(cfg.trainer, deepspeed=cfg.launcher.deepspeed)
 
 
-def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str,
-                  ds_config: Path | None) -> list[str]:
+def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, ds_config: Path | None) -> list[str]:
     """The command line of one stage's job (pure: tested without running it)."""
     job = ["-m", "drift_exp.worker", stage, "--run-dir", str(run_dir), "--iteration", str(k)]
-    if stage in ("generate", "eval", "base_eval"):
-        return [sys.executable, *job]  # one process; it starts one child per generation replica itself
-    job += ["--report-to", report_to]
+    if job_stage(stage).where != ACCELERATE:
+        return [sys.executable, *job]  # one process (generation starts one child per replica itself)
     if ds_config is not None:
         job += ["--deepspeed-config", str(ds_config)]
     per_node, n_nodes = processes_per_node(cfg), nodes(cfg)
@@ -118,8 +108,10 @@ def stage_command(cfg: Config, run_dir: Path, stage: str, k: int, report_to: str
             "bash", "-c", script]
 
 
-def _run_child(cmd: list[str], env: dict[str, str], log_path: Path, what: str) -> None:
-    """Run cmd, echoing its output and keeping it in log_path; raise StageFailed on a non-zero exit."""
+def _run_child(cmd: list[str], env: dict[str, str], log_path: Path, what: str,
+               poll: Callable[[], None] | None = None) -> None:
+    """Run cmd, echoing its output and keeping it in log_path; raise StageFailed on a non-zero exit.
+    poll() runs after each line the child prints and once after it exits."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     tail: deque[str] = deque(maxlen=40)
     with open(log_path, "a", encoding="utf-8") as log_file:
@@ -131,7 +123,11 @@ def _run_child(cmd: list[str], env: dict[str, str], log_path: Path, what: str) -
             sys.stdout.write(line)
             log_file.write(line)
             tail.append(line)
+            if poll is not None:
+                poll()
         rc = proc.wait()
+    if poll is not None:
+        poll()
     if rc != 0:
         raise StageFailed(f"{what} failed: its process exited with code {rc}. Last lines (whole log: {log_path}):\n"
                           + "".join(tail) + "Fix the cause and rerun the same command: finished stages are kept.")

@@ -27,7 +27,6 @@ changed `eval` config reruns just that stage, once every other check has passed.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -36,7 +35,7 @@ import shutil
 import signal
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 from drift_exp.config import NO_LEGACY, resume_rule
 from drift_exp.credentials import scrub
 from drift_exp.errors import StageConflict, UserError
+from drift_exp.locks import LockHeld, file_lock
 from drift_exp.names import ITERATION_GLOB, LEAVES, TRAIN, folder_iteration, folder_stages, iteration_folder, stage_id
 from drift_exp.provenance import unrecorded_ok
 from drift_exp.records import write_json
@@ -52,6 +52,11 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                     "pytorch_model.bin.index.json")
+
+
+# How to give a run its own directory, in a single run and in a multirun (where hydra.run.dir is not used).
+OTHER_DIRECTORY = ("another run directory: run.variant=<label> (the experiment's name and directory get +<label>), "
+                   "hydra.run.dir=<dir> in a single run, hydra.sweep.subdir=<name> in a multirun (-m)")
 
 
 class RunDirLocked(UserError):
@@ -182,24 +187,19 @@ class RunDir:
         if key in _HELD:  # this process holds it already (the CLI locks before the pipeline starts)
             yield self
             return
-        path = self.root / ".lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "PID unknown"
-            os.close(fd)
-            raise RunDirLocked(f"{self.root} is in use by another drift_exp process ({holder}); two processes "
-                               "on one run directory would overwrite each other's stages. Wait for it to "
-                               "finish, or give this run another directory (hydra.run.dir=...).") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        _HELD.add(key)
-        try:
-            yield self
-        finally:
-            _HELD.discard(key)
-            os.close(fd)  # closing the descriptor releases the lock
+        with ExitStack() as stack:
+            try:
+                stack.enter_context(file_lock(self.root / ".lock", wait=False,
+                                              holder=f"PID {os.getpid()} on {socket.gethostname()}"))
+            except LockHeld as held:
+                raise RunDirLocked(f"{self.root} is in use by another drift_exp process ({held.holder}); two "
+                                   "processes on one run directory would overwrite each other's stages. Wait for it "
+                                   f"to finish, or give this run {OTHER_DIRECTORY}.") from None
+            _HELD.add(key)
+            try:
+                yield self
+            finally:
+                _HELD.discard(key)
 
     def folder(self, k: int | None) -> Path:
         return self.root / iteration_folder(k)
@@ -235,8 +235,8 @@ class RunDir:
                     "not (its DONE marker was removed?), so it would be made again under this stage")
         if not self.overwrite:
             raise StageConflict(
-                f"{self.root}: stage {where} {what}. Rerun with the original settings, use another run directory "
-                f"(hydra.run.dir=...), or pass run.overwrite=true to discard {where} and every stage after it.")
+                f"{self.root}: stage {where} {what}. Rerun with the original settings, use {OTHER_DIRECTORY}, or "
+                f"pass run.overwrite=true to discard {where} and every stage after it.")
         log.warning("%s %s: discarding it and every later stage (run.overwrite=true)", where, what)
         self._discard = (k, name)
         return st

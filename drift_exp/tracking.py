@@ -1,25 +1,56 @@
-"""W&B: one run per iteration (the warm start is iteration 0), grouped by experiment.
+"""W&B: one run per experiment, written by the orchestrator alone.
 
-The run id is kept in `iter_k/wandb_id`, so every stage of an iteration and every resume logs
-into the same run. With no API key the run is offline (files under the run directory; upload
-later with `wandb sync`), so nothing waits on the network.
+Layout (the keys are drift_exp.names' WANDB_* constants):
+
+- one W&B run per experiment: every iteration, the warm start (iteration 0) and the Base row in it. Its
+  name is the experiment name, its group the experiment name without the seed, so a group holds the
+  seeds of one configuration and W&B's grouping averages them;
+- the numbers a table or Figure 2 compares (eval/, stage/, signal/, heldout/) are history rows that
+  carry `iteration`, plotted against it (define_metric), so "x = iteration, one line per method" is an
+  ordinary line chart;
+- the training curves are train/* against train/global_step, the optimizer steps summed over the
+  iterations (train/iteration_step restarts in each training stage, train/iteration says which);
+- the Base row's evaluation goes to the summary as base/eval/*.
+
+One writer: only this process opens the run. Generation, evaluation and training children run with
+WANDB_MODE=disabled; the training job's curves reach the run through iter_k/train_log.jsonl, which its
+main rank appends to at every log (drift_exp.training.logsink) and which the runner reads while it waits
+(inline, the same callback hands the rows over directly). The run id is kept in `<run dir>/wandb_id`, so a
+resumed experiment logs into the same run; offline, each invocation that logs something leaves its own
+`wandb/offline-run-*` folder of that id (a resume adds one), and `wandb sync` uploads them in order.
+Nothing is opened until there is something to log: rerunning a finished experiment writes no folder.
+
+With no API key the run is offline (files under the run directory), so nothing waits on the network.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from drift_exp.config import Config, TrackingMode
-from drift_exp.names import experiment_name, iteration_folder, iteration_run_name, wandb_job_type
+from drift_exp.names import (
+    WANDB_ITERATION,
+    WANDB_PER_ITERATION,
+    WANDB_TRAIN,
+    WANDB_TRAIN_ITERATION_STEP,
+    WANDB_TRAIN_STEP,
+    experiment_group,
+    experiment_name,
+)
 
 log = logging.getLogger(__name__)
+
+ID_FILE = "wandb_id"  # <run dir>/wandb_id: the experiment's W&B run id
+JOB_TYPE = "experiment"
+# What a child process of the run gets in its environment: it never opens a W&B run of its own.
+CHILD_ENV = {"WANDB_MODE": "disabled", "WANDB_SILENT": "true"}
+_TAG_CHARS = 64  # W&B's limit on a tag's length
 
 
 def resolve_mode(mode: TrackingMode) -> str:
@@ -41,88 +72,103 @@ def _new_run_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+def _env_list(name: str) -> list[str]:
+    return [t.strip() for t in os.environ.get(name, "").split(",") if t.strip()]
+
+
+def identity(cfg: Config) -> dict[str, Any]:
+    """Where the experiment's run goes and what it is called: the tracking.* settings, else the WANDB_*
+    variables, else drift_exp's own (project drift_exp, name = experiment, group = experiment without seed)."""
+    t = cfg.tracking
+    tags = [f"method:{cfg.method.name}", f"data:{cfg.data.name}", f"model:{cfg.model.name}",
+            f"setting:{cfg.setting.name}", f"seed:{cfg.seed}"]
+    if cfg.run.sweep_name != type(cfg.run)().sweep_name:  # a named sweep (sweeps/*.yaml sets it)
+        tags.append(f"sweep:{cfg.run.sweep_name}")
+    if cfg.run.variant:
+        tags.append(f"variant:{cfg.run.variant}")
+    tags += list(t.tags) if t.tags else _env_list("WANDB_TAGS")
+    return {
+        "project": t.project or os.environ.get("WANDB_PROJECT") or "drift_exp",
+        "entity": t.entity or os.environ.get("WANDB_ENTITY") or None,
+        "group": t.group or os.environ.get("WANDB_RUN_GROUP") or experiment_group(cfg),
+        "name": t.name or os.environ.get("WANDB_NAME") or experiment_name(cfg),
+        "notes": t.notes or os.environ.get("WANDB_NOTES") or None,
+        "tags": list(dict.fromkeys(tag[:_TAG_CHARS] for tag in tags)),
+        "job_type": JOB_TYPE,
+    }
+
+
+def _numbers(values: dict[str, Any]) -> dict[str, float]:
+    """The finite int/float values of a flat dict (nested dicts, strings and booleans left out)."""
+    return {k: v for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v)}
+
+
+def prefixed(prefix: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """stats with every key under `prefix/`."""
+    return {f"{prefix}/{k}": v for k, v in stats.items()}
+
+
 class Tracker:
-    """Holds at most one open W&B run: iteration k's. Stages log their summaries through `log`."""
+    """The experiment's W&B run, opened on first use and closed by `close` (the runner's exit)."""
 
     def __init__(self, cfg: Config, run_dir: Path, resolved_config: dict[str, Any]):
         self.cfg = cfg
-        self.run_dir = run_dir
+        self.run_dir = Path(run_dir)
         self.mode = resolve_mode(cfg.tracking.mode)
         self.resolved_config = resolved_config
-        self.run = None
-        self.k: int | None = None
+        self._run = None
 
     @property
-    def report_to(self) -> str:
-        """What TRL's Trainer should report to (in this process it reuses the open run)."""
-        return "none" if self.mode == "disabled" else "wandb"
+    def enabled(self) -> bool:
+        return self.mode != "disabled"
 
-    def run_id(self, k: int) -> str:
-        id_file = self.run_dir / iteration_folder(k) / "wandb_id"
+    def run_id(self) -> str:
+        id_file = self.run_dir / ID_FILE
         if not id_file.exists():
-            id_file.parent.mkdir(parents=True, exist_ok=True)
             id_file.write_text(_new_run_id() + "\n")
         return id_file.read_text().strip()
 
-    def _identity(self, k: int) -> dict[str, Any]:
-        c = self.cfg
-        return {
-            "project": c.tracking.project,
-            "entity": c.tracking.entity,
-            "group": experiment_name(c),
-            "name": iteration_run_name(c, k),
-            "job_type": wandb_job_type(k),
-            "tags": [f"method:{c.method.name}", f"data:{c.data.name}", f"model:{c.model.name}",
-                     f"setting:{c.setting.name}"],
-            "id": self.run_id(k),
-        }
+    @property
+    def run(self):
+        """The open W&B run (opened now if needed); None when tracking is disabled."""
+        if self._run is None and self.enabled:
+            import wandb
 
-    @contextmanager
-    def iteration(self, k: int) -> Iterator[Tracker]:
-        """Open iteration k's run; it is closed in `finally`, so a crash never leaks it into the next job."""
-        self.k = k
-        self._open()
-        try:
-            yield self
-        finally:
-            self._close()
-            self.k = None
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self._run = wandb.init(**identity(self.cfg), id=self.run_id(), resume="allow", dir=str(self.run_dir),
+                                   mode=self.mode, config={**self.resolved_config,
+                                                           "experiment": experiment_name(self.cfg)})
+            self._run.define_metric(WANDB_ITERATION)
+            for prefix in WANDB_PER_ITERATION:
+                self._run.define_metric(f"{prefix}*", step_metric=WANDB_ITERATION)
+            self._run.define_metric(WANDB_TRAIN_STEP)
+            self._run.define_metric(f"{WANDB_TRAIN}*", step_metric=WANDB_TRAIN_STEP)
+        return self._run
 
-    def _open(self) -> None:
-        if self.mode == "disabled" or self.k is None:
+    def close(self) -> None:
+        if self._run is not None:
+            self._run.finish()
+            self._run = None
+
+    def log_iteration(self, k: int, values: dict[str, Any]) -> None:
+        """Numbers of iteration k (keys under WANDB_PER_ITERATION prefixes) as one history row with `iteration`."""
+        row = _numbers(values)
+        if row and self.enabled:
+            self.run.log({WANDB_ITERATION: k, **row})
+
+    def log_train(self, k: int, offset: int, logs: dict[str, Any]) -> None:
+        """One training log of iteration k (TRL's, with its `step`): train/*, x = train/global_step
+        (offset: the optimizer steps of the iterations before k)."""
+        if not self.enabled:
             return
-        import wandb
+        step = int(logs.get("step", 0))
+        row = _numbers({f"{WANDB_TRAIN}{key}": v for key, v in logs.items() if key != "step"})
+        self.run.log({**row, WANDB_TRAIN_STEP: offset + step, WANDB_TRAIN_ITERATION_STEP: step,
+                      f"{WANDB_TRAIN}iteration": k})
 
-        os.environ.setdefault("WANDB_SILENT", "true")
-        self.run = wandb.init(**self._identity(self.k), config={**self.resolved_config, "iteration": self.k,
-                                                                "experiment": experiment_name(self.cfg)},
-                              resume="allow", dir=str(self.run_dir), mode=self.mode)
-
-    def _close(self) -> None:
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
-
-    def log(self, prefix: str, stats: dict[str, Any]) -> None:
-        """Put a stage's numbers in the run summary (the curves come from TRL)."""
-        if self.run is not None:
-            self.run.summary.update({f"{prefix}/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-
-    @contextmanager
-    def paused(self) -> Iterator[dict[str, str]]:
-        """Close the run while a child process logs into it; yield the env that points the child at it."""
-        if self.mode == "disabled" or self.k is None:
-            yield {"WANDB_MODE": "disabled"}
-            return
-        ident = self._identity(self.k)
-        env = {"WANDB_RUN_ID": ident["id"], "WANDB_RESUME": "allow", "WANDB_PROJECT": ident["project"],
-               "WANDB_RUN_GROUP": ident["group"], "WANDB_NAME": ident["name"], "WANDB_JOB_TYPE": ident["job_type"],
-               "WANDB_TAGS": ",".join(ident["tags"]), "WANDB_DIR": str(self.run_dir), "WANDB_MODE": self.mode,
-               "WANDB_SILENT": "true"}
-        if ident["entity"]:
-            env["WANDB_ENTITY"] = ident["entity"]
-        self._close()
-        try:
-            yield env
-        finally:
-            self._open()
+    def summary(self, values: dict[str, Any]) -> None:
+        """Numbers that are no curve (the Base row: base/eval/*) in the run summary."""
+        values = _numbers(values)
+        if values and self.enabled:
+            self.run.summary.update(values)

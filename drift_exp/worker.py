@@ -1,9 +1,11 @@
-"""The two heavy stages as standalone jobs: `python -m drift_exp.worker {generate,train} --run-dir R --iteration K`.
+"""The heavy stages' jobs: `python -m drift_exp.worker <job> --run-dir R --iteration K`, one job per stage
+of drift_exp.names.STAGES that names one (generate, train, eval, base_eval).
 
-They read their inputs from the run directory and write their outputs there, so the launcher can
-run them in this process (inline), in a child process (generation: vLLM wants the GPUs to
-itself), or under `accelerate launch` across GPUs and nodes (training with DeepSpeed ZeRO-3).
-The orchestrator (pipeline.py) marks the stage done once the job has exited cleanly.
+They read their inputs from the run directory and write their outputs there, so the runner can
+run them in its own process (inline), in a child process (generation: vLLM wants the GPUs to
+itself), or under `accelerate launch` across GPUs and nodes (training with DeepSpeed ZeRO-3), as
+the table's `where` says. The orchestrator (drift_exp/runner.py) marks the stage done once the job
+has exited cleanly.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import argparse
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
 from drift_exp.config import Config
-from drift_exp.names import BASE_FOLDER, TRAIN, WORKER_JOBS, iteration_run_name, stage_id
+from drift_exp.names import BASE_EVAL, BASE_FOLDER, EVAL, GENERATE, TRAIN, WORKER_JOBS, iteration_run_name, stage_id
 from drift_exp.records import Completion, GenRequest, PreferencePair, read_jsonl, write_json, write_jsonl
 from drift_exp.stages import RunDir
 
@@ -65,11 +68,15 @@ def generation_layout(cfg: Config, model_path: str):
     return node_layout(cfg.generation, model_path, cfg.launcher.gpu_memory_gb, cfg.model.tiny)
 
 
-def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
-          deepspeed_config: str | None = None) -> dict[str, Any]:
-    """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}."""
+def train(cfg: Config, run_dir: Path, k: int, deepspeed_config: str | None = None,
+          forward: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One DPO stage: iteration 0 trains the base model on the seed pairs, k >= 1 trains pi_{k-1}.
+
+    The job never opens W&B: each training log goes to iter_k/train_log.jsonl (and, in the orchestrator's
+    process, to `forward`), from where the orchestrator's run takes it (drift_exp/tracking.py)."""
     from drift_exp.models import base_model_path
     from drift_exp.training.dpo import reference_path, train_dpo
+    from drift_exp.training.logsink import TRAIN_LOG, TrainLogSink
 
     rd = RunDir(run_dir, overwrite=False)
     folder = rd.folder(k)
@@ -81,8 +88,9 @@ def train(cfg: Config, run_dir: Path, k: int, report_to: str = "none",
     ref = reference_path(cfg.trainer.ref, policy, base)
     epochs = cfg.trainer.warm_start_epochs if k == 0 else cfg.trainer.epochs
     t0 = time.time()
-    stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, report_to,
-                      iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config)
+    stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, "none",
+                      iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config,
+                      callbacks=[TrainLogSink(folder / TRAIN_LOG, forward)])
     if stats is not None:  # the main process of a distributed run
         stats.update(reference=ref or policy, policy_start=policy, wall_s=round(time.time() - t0, 2))
         write_json(folder / "train_stats.json", stats)
@@ -106,8 +114,9 @@ def evaluate(cfg: Config, run_dir: Path, k: int) -> dict[str, Any]:
     return metrics
 
 
-def evaluate_base(cfg: Config, run_dir: Path) -> dict[str, Any]:
-    """Evaluate the untouched starting model on eval.benchmarks; write base/eval/ and base_eval_stats.json."""
+def evaluate_base(cfg: Config, run_dir: Path, k: int = 0) -> dict[str, Any]:
+    """Evaluate the untouched starting model on eval.benchmarks; write base/eval/ and base_eval_stats.json
+    (k: unused, every job takes one)."""
     from dataclasses import replace
 
     from drift_exp.config import scorer_path
@@ -136,12 +145,16 @@ def generation_stats(completions: list[Completion], seconds: float) -> dict[str,
     }
 
 
+# The job of each stage that has one (drift_exp.names.STAGES: `job`), called as fn(cfg, run_dir, k).
+JOBS: dict[str, Callable[..., dict[str, Any] | None]] = {
+    GENERATE: generate, TRAIN: train, EVAL: evaluate, BASE_EVAL: evaluate_base}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m drift_exp.worker", description=__doc__.splitlines()[0])
     parser.add_argument("stage", choices=WORKER_JOBS)
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--iteration", type=int, required=True)
-    parser.add_argument("--report-to", default="none", help="train: none | wandb (W&B run from WANDB_* env)")
     parser.add_argument("--deepspeed-config", default=None, help="train: a DeepSpeed ZeRO-3 json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][rank {os.environ.get('RANK', 0)}]"
@@ -150,21 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     from drift_exp.models import set_trust_remote_code
 
     set_trust_remote_code(cfg.model.trust_remote_code)
-    try:
-        if args.stage == "generate":
-            generate(cfg, args.run_dir, args.iteration)
-        elif args.stage == "eval":
-            evaluate(cfg, args.run_dir, args.iteration)
-        elif args.stage == "base_eval":
-            evaluate_base(cfg, args.run_dir)
-        else:
-            train(cfg, args.run_dir, args.iteration, args.report_to, args.deepspeed_config)
-    finally:
-        if args.report_to == "wandb":  # TRL opened the run from the WANDB_* env; close it before exiting
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+    opts = {"deepspeed_config": args.deepspeed_config} if args.stage == TRAIN else {}
+    JOBS[args.stage](cfg, args.run_dir, args.iteration, **opts)
 
 
 if __name__ == "__main__":

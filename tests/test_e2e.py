@@ -85,27 +85,27 @@ def test_first_dpo_step_loss_is_ln2(full_run):
         assert first["rewards/margins"] == 0.0
 
 
-def test_one_offline_wandb_run_per_iteration(full_run):
-    runs = sorted((full_run / "wandb").glob("offline-run-*"))
-    ids = {p.name.rsplit("-", 1)[1] for p in runs}
-    assert ids == {(full_run / f"iter_{k}" / "wandb_id").read_text().strip() for k in (0, 1, 2)}
-    assert len(runs) == 3
-    run1 = next(p for p in runs if p.name.endswith((full_run / "iter_1" / "wandb_id").read_text().strip()))
-    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run1)], capture_output=True,
+def test_one_offline_wandb_run_per_experiment(full_run):
+    # the whole experiment in one W&B run (tests/test_wandb_run.py reads its history)
+    (run,) = (full_run / "wandb").glob("offline-run-*")
+    assert run.name.endswith("-" + (full_run / "wandb_id").read_text().strip())
+    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(run)], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-1000:]  # the pinned wandb CLI reads offline runs
     info = json.loads(out.stdout)
-    assert info["name"] == "sample-tiny-drift-controlled-s42-iter1" and info["state"] == "finished"
-    assert set(info["tags"]) == {"method:drift", "data:sample", "model:tiny", "setting:controlled"}
-    assert info["config"]["iteration"] == 1 and info["config"]["experiment"] == "sample-tiny-drift-controlled-s42"
-    assert "train/rewards/margins" in info["summary"] and "stage/generation/samples" in info["summary"]
+    name = "sample-tiny-drift-controlled-s42+generation.max_new_tokens_48+trainer.max_length_512+trainer.rpo_alpha_0.0"
+    assert info["name"] == name and info["state"] == "finished"
+    assert set(info["tags"]) >= {"method:drift", "data:sample", "model:tiny", "setting:controlled", "seed:42"}
+    assert info["config"]["experiment"] == name and info["config"]["run"]["variant"] == name.partition("+")[2]
+    assert {"train/rewards/margins", "stage/generation/samples", "eval/proxy/reward_mean",
+            "base/eval/proxy/reward_mean"} <= set(info["summary"])
 
 
 def test_rerun_recomputes_nothing(full_run):
     before = mtimes(full_run)
     ok(drift_exp(full_run))
     assert mtimes(full_run) == before
-    assert len(list((full_run / "wandb").glob("offline-run-*"))) == 3
+    assert len(list((full_run / "wandb").glob("offline-run-*"))) == 1  # nothing logged, no run opened
 
 
 def test_changed_setting_is_refused_with_the_key_named(full_run):

@@ -128,6 +128,6 @@ def test_base_eval_job_is_one_worker_process_on_local_launchers(tmp_path):
 
     from drift_exp.launch import stage_command
 
-    cmd = stage_command(load(["launcher=local"]), tmp_path, "base_eval", 0, "none", None)
+    cmd = stage_command(load(["launcher=local"]), tmp_path, "base_eval", 0, None)
     assert cmd == [sys.executable, "-m", "drift_exp.worker", "base_eval", "--run-dir", str(tmp_path),
                    "--iteration", "0"]

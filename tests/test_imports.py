@@ -24,8 +24,8 @@ SRC = Path(__file__).resolve().parents[1] / PACKAGE
 LAYERS: list[tuple[str, list[str]]] = [
     ("base: errors, records and the JSON readers, names, folders", [
         "conf",  # the config tree's empty __init__ (Hydra imports it to find the YAML files)
-        "errors", "records", "config_fields", "cachedir", "packaged", "names", "credentials", "locations", "devices",
-        "run_dir_check",
+        "errors", "records", "config_fields", "cachedir", "locks", "packaged", "names", "credentials", "locations",
+        "devices", "run_dir_check",
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
         "config", "config_groups", "config_keys", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
@@ -34,9 +34,9 @@ LAYERS: list[tuple[str, list[str]]] = [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
         "provenance"]),
     ("orchestration: run directory, stage jobs, preflight, analyses", [
-        "stages", "launch", "worker", "plan", "analysis", "report", "dashboards",
+        "stages", "launch", "worker", "runner", "plan", "analysis", "report", "dashboards",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher
-    ("entry points", ["pipeline", "__main__"]),
+    ("entry points", ["pipeline", "__main__", "multirun"]),
 ]
 # What must never load the trainer or the pipeline, directly or through other modules (docs/DESIGN.md: generation,
 # scoring and evaluation run without them). evaluation.base runs its stage through the launcher, which can train.

@@ -26,22 +26,21 @@ def config(**launcher) -> Config:
 
 
 def test_inline_needs_no_command_and_generation_is_one_process(tmp_path):
-    cmd = stage_command(config(name="local", num_processes=8), tmp_path, "generate", 1, "wandb", None)
+    cmd = stage_command(config(name="local", num_processes=8), tmp_path, "generate", 1, None)
     assert cmd == [sys.executable, "-m", "drift_exp.worker", "generate", "--run-dir", str(tmp_path), "--iteration", "1"]
 
 
 def test_local_training_command(tmp_path):
-    cmd = stage_command(config(name="local", num_processes=8), tmp_path, "train", 2, "wandb", tmp_path / "ds.json")
+    cmd = stage_command(config(name="local", num_processes=8), tmp_path, "train", 2, tmp_path / "ds.json")
     joined = " ".join(cmd)
     assert "accelerate.commands.launch --num_processes 8 --num_machines 1" in joined
     assert f"--use_deepspeed --deepspeed_config_file {tmp_path / 'ds.json'}" in joined
-    assert joined.endswith(f"train --run-dir {tmp_path} --iteration 2 --report-to wandb --deepspeed-config "
-                           f"{tmp_path / 'ds.json'}")
+    assert joined.endswith(f"train --run-dir {tmp_path} --iteration 2 --deepspeed-config {tmp_path / 'ds.json'}")
 
 
 def test_slurm_training_spans_the_nodes(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_NNODES", "2")
-    cmd = stage_command(config(name="slurm", num_processes=8), tmp_path, "train", 1, "none", tmp_path / "ds.json")
+    cmd = stage_command(config(name="slurm", num_processes=8), tmp_path, "train", 1, tmp_path / "ds.json")
     assert cmd[:5] == ["srun", "--overlap", "--nodes=2", "--ntasks-per-node=1", "--kill-on-bad-exit=1"]
     script = cmd[-1]
     assert script.startswith('export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1); ')

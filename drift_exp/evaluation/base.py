@@ -15,19 +15,18 @@ generation seeds each batch).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from drift_exp.cachedir import cache_root
-from drift_exp.names import BASE_EVAL, BASE_FOLDER, EVAL, experiment_name
+from drift_exp.locks import file_lock
+from drift_exp.names import BASE_FOLDER, EVAL, experiment_name
 from drift_exp.records import write_json
 from drift_exp.stages import Stage, key_of, read_markers
 
@@ -70,18 +69,6 @@ def base_stage(root: Path, section: dict[str, Any]) -> Stage:
         log.info("%s: config changed, running it again", st.id)
         write_json(folder / "DONE", {k: v for k, v in read_markers(folder).items() if k != EVAL})
     return st
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock on `path` (created if needed), held across processes until the block ends."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def cache_folder(base_cache_dir: str | None) -> Path:
@@ -136,28 +123,28 @@ def _moved(obj: Any, old: str, new: str) -> Any:
     return obj
 
 
-def base_eval_stage(root: Path, cfg: Any, tracker: Any) -> None:
-    """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row).
-    cfg: drift_exp.config.Config; tracker: drift_exp.tracking.Tracker (no run open)."""
+def base_eval_stage(root: Path, cfg: Any, launch: Callable[[], dict[str, Any]]) -> dict[str, Any] | None:
+    """base/: the starting model on eval.benchmarks, before the warm start (the report's Base row); return
+    its marker's stats when it finished now, None when it was done already or is left unfinished.
+    cfg: drift_exp.config.Config; launch: runs the base_eval job and returns its metrics (drift_exp.runner)."""
     if not cfg.eval.benchmarks or not cfg.eval.base_model:
-        return
+        return None
     from drift_exp.evaluation import flat_metrics
-    from drift_exp.launch import run_stage
 
     identity = eval_identity(cfg)
     st = base_stage(root, identity)
     if st.done:
-        return
-    # No W&B run of its own: the warm start logs these numbers into iteration 0's run (base_stats).
-    metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval",
-                                       lambda: run_stage(cfg, Path(root), BASE_EVAL, 0, tracker))
+        return None
+    metrics, shared = shared_base_eval(identity, cache_folder(cfg.eval.base_cache_dir), st.folder / "eval", launch)
     write_json(st.folder / "metrics.json", {"stage": BASE_FOLDER, "experiment": experiment_name(cfg),
                                             "data": cfg.data.name, "model": cfg.model.name, "seed": cfg.seed,
                                             "eval": metrics, "shared": shared})
     if complete(metrics):
         st.finish({**flat_metrics(metrics), "reused": shared["reused"]})
-    else:  # left unfinished: a rerun sends only the failed judge calls (the others are cached)
-        log.warning("%s: some judge calls failed; rerun the command to retry them", st.id)
+        return st.stats
+    # left unfinished: a rerun sends only the failed judge calls (the others are cached)
+    log.warning("%s: some judge calls failed; rerun the command to retry them", st.id)
+    return None
 
 
 def base_stats(root: Path) -> dict[str, Any]:

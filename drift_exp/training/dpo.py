@@ -7,9 +7,10 @@ import math
 import os
 import shutil
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,6 +19,9 @@ from drift_exp.errors import ConfigError, UserError
 from drift_exp.models import load_policy, load_tokenizer
 from drift_exp.records import PreferencePair
 from drift_exp.training.truncation import prompt_limit, with_authors_truncation
+
+if TYPE_CHECKING:
+    from transformers import TrainerCallback
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +99,8 @@ def precompute_reference(cfg: TrainerConfig) -> bool:
 
 def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair], out_dir: Path,
               cfg: TrainerConfig, epochs: int, seed: int, report_to: str, run_name: str,
-              stage: str, deepspeed_config: str | None = None) -> dict[str, Any] | None:
+              stage: str, deepspeed_config: str | None = None,
+              callbacks: Sequence[TrainerCallback] = ()) -> dict[str, Any] | None:
     """Train `epochs` epochs of DPO from model_path on pairs; save an HF checkpoint to out_dir.
 
     Under `accelerate launch` with a DeepSpeed ZeRO-3 config every rank calls this; the model is
@@ -173,7 +178,7 @@ def train_dpo(model_path: str, ref_path: str | None, pairs: list[PreferencePair]
     trainer_cls = (with_authors_truncation(SignalDPOTrainer, cfg.max_length, max_prompt) if authors
                    else SignalDPOTrainer)
     trainer = trainer_cls(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
-                          processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage)],
+                          processing_class=tok, callbacks=[_KillAt(stage).callback, NonFiniteGuard(stage), *callbacks],
                           signal_tau=cfg.signal_tau)
     use_concise_console(trainer)  # bars + one line per log; every key still goes to W&B and log_history
     used = len(trainer.train_dataset)
