@@ -116,7 +116,7 @@ class OnInvalid(StrEnum):
 class MethodConfig:
     # Label used in the run directory name (e.g. drift, drift-unguided).
     name: str = MISSING
-    # Which pair builder runs: drift | spin | iterdpo, one module each in drift_exp/methods/ (names.method_kinds).
+    # Which pair builder runs: the module drift_exp/methods/<kind>.py (drift | spin | iterdpo; names.method_kinds).
     kind: str = MISSING
     # Guided sampling conditions the chosen on the DSAT reply + feedback + instruction (Table 6 ablation: false).
     guided: bool = True
