@@ -305,6 +305,15 @@ def test_graph_sees_lazy_relative_submodule_and_registry_imports(tmp_path):
         import_graph(module_files(pkg))
 
 
+def test_test_modules_share_helpers_only_through_tests_helpers():
+    """A test module imports shared code from tests/helpers.py (or conftest), never from another test module."""
+    tests = Path(__file__).resolve().parent
+    pattern = re.compile(r"\s*(from\s+(\.|tests\.)test_\w+\s+import|import\s+tests\.test_)")
+    offenders = [f"{p.name}:{n}" for p in sorted(tests.glob("*.py"))
+                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.match(line)]
+    assert offenders == []
+
+
 if __name__ == "__main__":
     g = import_graph()
     print(describe_layers(g))
@@ -313,12 +322,3 @@ if __name__ == "__main__":
         print("cycle:", " -> ".join(cycle))
     for line in layer_violations(g) + training_imports(g):
         print("violation:", line)
-
-
-def test_test_modules_share_helpers_only_through_tests_helpers():
-    """A test module imports shared code from tests/helpers.py (or conftest), never from another test module."""
-    tests = Path(__file__).resolve().parent
-    pattern = re.compile(r"\s*(from\s+(\.|tests\.)test_\w+\s+import|import\s+tests\.test_)")
-    offenders = [f"{p.name}:{n}" for p in sorted(tests.glob("*.py"))
-                 for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.match(line)]
-    assert offenders == []
