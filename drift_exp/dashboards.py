@@ -362,8 +362,10 @@ def coverage_runs(folder: Path, extra: Iterable[Path], sweep: Sweep) -> list[str
     ours = {Path(r.source).resolve() for r in sweep.records}
     names = []
     for cov in find_coverage([folder, *extra]):
-        result = json.loads((cov / "coverage.json").read_text())
-        runs = result.get("runs", [])
+        try:
+            runs = json.loads((cov / "coverage.json").read_text()).get("runs", [])
+        except (OSError, json.JSONDecodeError, AttributeError) as err:
+            raise DashboardError(f"{cov / 'coverage.json'}: not a coverage analysis's result ({err})") from None
         if any(Path(r.get("run_dir", "")).resolve() in ours for r in runs) or cov.is_relative_to(folder):
             names.append("coverage-" + "-vs-".join(r["label"] for r in runs if "label" in r))
     return names
@@ -401,7 +403,11 @@ def main(argv: list[str] | None = None) -> int:
         if publish and not sweep.entity:
             import wandb
 
-            sweep.entity = wandb.Api(timeout=30).default_entity
+            try:
+                sweep.entity = wandb.Api(timeout=30).default_entity
+            except Exception as err:  # no network, a refused key...
+                raise DashboardError(f"W&B did not say your default entity ({type(err).__name__}: {err}); pass "
+                                     "--entity, or --offline to write the specification only") from None
         workspace, report = build_workspace(sweep), build_report(sweep)
         out = args.out or args.sweep / "report"
         out.mkdir(parents=True, exist_ok=True)
