@@ -7,7 +7,9 @@
           training spans every node of the allocation through `srun` + accelerate's static rendezvous
 
 The orchestrator waits for each child, checks its exit code and, on failure, stops with the
-child's last lines; the stage is not marked done, so rerunning the command retries it.
+child's last lines; the stage is not marked done, so rerunning the command retries it. A child never
+opens W&B (tracking.CHILD_ENV): the orchestrator is the experiment's one writer, and reads the training
+job's curves from iter_k/train_log.jsonl while it waits (`poll`).
 """
 
 from __future__ import annotations

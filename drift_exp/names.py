@@ -292,12 +292,9 @@ def iteration_run_name(cfg: Any, k: int) -> str:
     return f"{experiment_name(cfg)}-iter{k}"
 
 
-# W&B job types: iteration 0 and every later one (the report reads back only these).
+# The job types of the W&B runs of an earlier layout (a run per iteration), which drift_exp/report/wandb_io.py
+# still reads; drift_exp/tracking.py now writes one run per experiment (job_type "experiment").
 WANDB_JOB_TYPES = (WARM_START, "iteration")
-
-
-def wandb_job_type(k: int) -> str:
-    return WANDB_JOB_TYPES[0] if k == 0 else WANDB_JOB_TYPES[1]
 
 
 def folder_stages(k: int | None) -> tuple[str, ...]:

@@ -86,21 +86,27 @@ def test_one_folder_holds_the_whole_experiment(experiment):
     assert at(1, "stage/requests/requests") == metrics[1]["requests"]["requests"] == 4
     assert at(1, "stage/generation/samples") == metrics[1]["generate"]["samples"]
     assert at(1, "stage/pairs/pairs") == metrics[1]["pairs"]["pairs"]
-    # the pairs table
-    (table,) = [r["pairs/preview"] for r in rows if "pairs/preview" in r]
-    assert table["_type"] == "table-file" and table["nrows"] == min(5, metrics[1]["pairs"]["pairs"])
+    # the pairs table (a table-file reference in the history row; the table itself under media/)
+    (table,) = [r for r in rows if r.get("pairs/preview._type") == "table-file"]
+    assert table["pairs/preview.nrows"] == min(5, metrics[1]["pairs"]["pairs"])
+    assert (folder / "files" / table["pairs/preview.path"]).is_file()
 
     # the Base row in the summary, the metric definitions, the identity
+    out = subprocess.run(["wandb", "leet", "inspect", "--summary", "--json", str(folder)], capture_output=True,
+                         text=True, timeout=300)
+    info = json.loads(out.stdout)
+    assert info["state"] == "finished" and "base/eval/proxy/reward_mean" in info["summary"]
     recs = records(folder)
-    summary = [r for r in recs if r.get("type") == "summary"][-1]
-    assert "base/eval/proxy/reward_mean" in json.dumps(summary)
-    metric_defs = json.dumps([r for r in recs if r.get("type") == "metric"])
-    assert '"eval/*"' in metric_defs and '"train/*"' in metric_defs and '"train/global_step"' in metric_defs
-    run_record = json.dumps(next(r for r in recs if r.get("type") == "run"))
+    metric_defs = {(m["metric"].get("glob_name") or m["metric"].get("name"), m["metric"].get("step_metric"))
+                   for m in recs if m.get("type") == "metric"}
+    assert {("iteration", None), ("eval/*", "iteration"), ("stage/*", "iteration"), ("signal/*", "iteration"),
+            ("heldout/*", "iteration"), ("train/global_step", None), ("train/*", "train/global_step")} <= metric_defs
+    (run_record,) = [r["run"] for r in recs if r.get("type") == "run"]
     variant = "generation.max_new_tokens_8+setting.max_records_4+trainer.max_length_256+trainer.warm_start_epochs_1"
-    assert f'"sample-tiny-drift-controlled-s42+{variant}"' in run_record  # the name
-    assert f'"sample-tiny-drift-controlled+{variant}"' in run_record  # the group: without the seed
-    assert '"experiment"' in run_record and "seed:42" in run_record
+    assert run_record["display_name"] == f"sample-tiny-drift-controlled-s42+{variant}"
+    assert run_record["run_group"] == f"sample-tiny-drift-controlled+{variant}"  # without the seed
+    assert run_record["job_type"] == "experiment"
+    assert run_record["tags"][:5] == ["method:drift", "data:sample", "model:tiny", "setting:controlled", "seed:42"]
 
     if launcher == "local":  # children ran with W&B disabled: no folder, no wandb files of theirs
         assert (run_dir / "iter_1" / "train.log").read_text().startswith("$ ")

@@ -302,7 +302,10 @@ def log_wandb(result: dict[str, Any], figs: list[Path], cfg, out: Path, mode: st
 
     os.environ.setdefault("WANDB_SILENT", "true")
     labels = [r["label"] for r in result["runs"]]
-    run = wandb.init(project=cfg.tracking.project, entity=cfg.tracking.entity, job_type="coverage",
+    from drift_exp.tracking import identity
+
+    where = identity(cfg)  # the experiments' project and entity (tracking.*, else WANDB_*, else drift_exp's)
+    run = wandb.init(project=where["project"], entity=where["entity"], job_type="coverage", group="coverage",
                      name="coverage-" + "-vs-".join(labels), tags=["coverage"] + [f"method:{m}" for m in labels],
                      config={"settings": result["settings"], "runs": result["runs"]}, dir=str(out), mode=mode)
     try:
