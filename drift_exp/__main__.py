@@ -61,7 +61,7 @@ def main(dcfg: DictConfig) -> None:
             raise  # Hydra records this job as failed and goes on; drift_exp.multirun lists it at the end
         sys.exit(2)  # a clear message, no traceback
     except Exception as err:  # a full or read-only disk under the run directory: one line, not a traceback
-        why = disk_problem(err)
+        why = disk_problem(err, run_dir)
         if why is None or HydraConfig.get().mode == RunMode.MULTIRUN:
             raise
         log.error("%s: cannot write the run directory (%s); free disk space or fix its permissions and rerun the "

@@ -15,8 +15,9 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 MIN_FREE = 64 * 2**20  # bytes: below this not even the records and logs of a run fit
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
-DISK_WORDS = ("No space left", "StorageFull", "Read-only file system", "Disk quota", "Permission denied")
+FULL_OR_READ_ONLY = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+REFUSED = {errno.EACCES, errno.EPERM}
+DISK_WORDS = ("No space left", "StorageFull", "Read-only file system", "Disk quota")
 
 
 def run_dir_problem(folder: Path, key: str) -> str | None:
@@ -61,12 +62,15 @@ class RunDirCheck(Callback):
             _refuse(why)
 
 
-def disk_problem(err: BaseException) -> str | None:
-    """What went wrong when `err` is a write failure of the disk or folder (full, read-only, no permission;
-    also as safetensors reports it), else None."""
+def disk_problem(err: BaseException, run_dir: Path) -> str | None:
+    """What went wrong when `err` is a write failure of the disk (full, read-only: also as safetensors reports
+    it) or a permission refused inside `run_dir`, else None (other errors keep their traceback)."""
     text = str(err)
-    if isinstance(err, OSError) and err.errno in DISK_ERRNOS:
-        return f"{err.strerror or text}" + (f": {err.filename}" if err.filename else "")
+    if isinstance(err, OSError):
+        inside = bool(err.filename) and Path(str(err.filename)).resolve().is_relative_to(run_dir.resolve())
+        if err.errno in FULL_OR_READ_ONLY or (inside and err.errno in REFUSED):
+            return f"{err.strerror or text}" + (f": {err.filename}" if err.filename else "")
+        return None
     if any(w in text for w in DISK_WORDS):
         return text.splitlines()[0][:300]
     return None

@@ -430,6 +430,22 @@ def test_an_unwritable_run_directory_ends_in_one_line(tmp_path):
     assert "Traceback" not in out and len(out.strip().splitlines()) == 1
 
 
+def test_a_disk_full_mid_run_is_told_in_one_line_and_other_errors_are_not(tmp_path):
+    """A write that fails later (safetensors saving a checkpoint on a full disk words it its own way) ends with
+    the project's one line; a permission refused outside the run directory is not taken for a disk problem."""
+    import errno
+
+    from drift_exp.run_dir_check import disk_problem
+
+    full = RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space '
+                        'left on device" })')
+    assert "StorageFull" in disk_problem(full, tmp_path)
+    assert disk_problem(OSError(errno.ENOSPC, "No space left on device", "/elsewhere/x"), tmp_path)
+    assert disk_problem(PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "iter_1")), tmp_path)
+    assert disk_problem(PermissionError(errno.EACCES, "Permission denied", "/models/m/config.json"), tmp_path) is None
+    assert disk_problem(ValueError("a bug"), tmp_path) is None
+
+
 @pytest.fixture
 def small_tmpfs(tmp_path):
     """A 2 MiB tmpfs (root only; skipped where mounting is not allowed)."""
