@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from drift_exp.config import Config, register_configs, validate
 from drift_exp.credentials import check_credentials
 from drift_exp.errors import UserError
+from drift_exp.multirun import record_failure
 from drift_exp.names import variant_of
 from drift_exp.stages import RunDir
 
@@ -35,11 +36,19 @@ def main(dcfg: DictConfig) -> None:
             from drift_exp.pipeline import run  # torch, transformers, trl load here
 
             run(cfg, dcfg)
-    except UserError as err:
-        log.error("%s", err)
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # Hydra records this job as failed and goes on; drift_exp.multirun lists it at the end
-        sys.exit(2)  # a clear message, no traceback
+    except Exception as err:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if isinstance(err, UserError):
+            log.error("%s", err)  # a clear message, no traceback
+        elif not multirun:
+            raise
+        else:
+            log.exception("%s failed", HydraConfig.get().runtime.output_dir)
+        if not multirun:
+            sys.exit(2)
+        # The other jobs go on (Hydra's sweeper would stop at the end of the batch with this error alone); the
+        # multirun ends with the list of failed jobs and exit status 1 (drift_exp.multirun).
+        record_failure(err)
 
 
 if __name__ == "__main__":
