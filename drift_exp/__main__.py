@@ -19,6 +19,7 @@ from drift_exp.config import Config, register_configs
 from drift_exp.config_keys import check_known_keys, check_stop_after
 from drift_exp.credentials import check_credentials, check_overrides, install_log_mask, mask_text
 from drift_exp.errors import UserError
+from drift_exp.multirun import record_failure
 from drift_exp.names import variant_of
 from drift_exp.plan import validate  # the config check: sections, method, this machine
 from drift_exp.provenance import check_input_paths
@@ -52,21 +53,25 @@ def main(dcfg: DictConfig) -> None:
             from drift_exp.pipeline import run  # torch, transformers, trl load here
 
             run(cfg, dcfg)
-    except UserError as err:
-        log.error("%s", mask_text(str(err)))
-        if not started:
-            _drop_job_log(own_log)  # a refused run leaves no outputs/<exp>/__main__.log behind
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            err.args = (mask_text(str(err)),)  # Hydra prints it again
-            raise  # Hydra records this job as failed and goes on; drift_exp.multirun lists it at the end
-        sys.exit(2)  # a clear message, no traceback
-    except Exception as err:  # a full or read-only disk under the run directory: one line, not a traceback
-        why = disk_problem(err, run_dir)
-        if why is None or HydraConfig.get().mode == RunMode.MULTIRUN:
+    except Exception as err:
+        multirun = HydraConfig.get().mode == RunMode.MULTIRUN
+        if isinstance(err, UserError):
+            log.error("%s", mask_text(str(err)))  # a clear message, no traceback
+            if not started:
+                _drop_job_log(own_log)  # a refused run leaves no outputs/<exp>/__main__.log behind
+            err.args = (mask_text(str(err)),)  # the multirun's list of failed jobs repeats it
+        elif (why := disk_problem(err, run_dir)) is not None:  # a full or read-only disk: one line
+            log.error("%s: cannot write the run directory (%s); free disk space or fix its permissions and rerun the "
+                      "command (finished stages are kept)", run_dir, mask_text(why))
+        elif not multirun:
             raise
-        log.error("%s: cannot write the run directory (%s); free disk space or fix its permissions and rerun the "
-                  "command (finished stages are kept)", run_dir, mask_text(why))
-        sys.exit(2)
+        else:
+            log.exception("%s failed", run_dir)
+        if not multirun:
+            sys.exit(2)
+        # The other jobs go on (Hydra's sweeper would stop at the end of the batch with this error alone); the
+        # multirun ends with the list of failed jobs and exit status 1 (drift_exp.multirun).
+        record_failure(err)
 
 
 def _fresh_job_log(run_dir: Path) -> logging.FileHandler | None:
