@@ -187,16 +187,16 @@ def check_model_folder(key: str, value: str, trust: bool = False, gguf_file: str
     transformers resolves (AutoConfig, no weights loaded) and its weights (safetensors, .bin, or the GGUF file
     model.gguf_file names), or a .gguf file. Hub ids, 'tiny', 'auto' and pkg: paths are left to their loaders.
     ConfigError naming the key otherwise."""
-    from drift_exp.config import looks_local
     from drift_exp.data.sources import kind_of
     from drift_exp.errors import ConfigError
+    from drift_exp.locations import Kind, locate
 
     if value in ("tiny", "auto") or value.startswith("pkg:"):
         return
     path = Path(value).expanduser()
     kind = kind_of(path)
     if kind == "missing":
-        if looks_local(value):
+        if locate(value, ("tiny", "auto")).kind == Kind.local:
             raise ConfigError(f"{key}={value!r}: no such file or folder (expected a model folder or a hub id)")
         return  # a hub id
     if kind == "file":

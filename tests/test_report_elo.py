@@ -131,14 +131,14 @@ def test_the_elo_column_is_one_pool_of_the_sweeps_distinct_policies(sweep):
     settings = {**elo_settings(sweep["elo"]), "rounds": 8}
     pool = wb_elo_pool(results, board.init, [name for name, _ in players.values()], **settings)
     expected = {key: pool[name] for key, (name, _) in players.items()}
-    assert float(rows[("base", "–", "0")]["elo"]) == pytest.approx(expected["base"]["elo"], abs=0.006)
-    assert float(rows[("seed", "–", "0")]["elo"]) == pytest.approx(expected["seed"]["elo"], abs=0.006)
+    assert float(rows[("base", "", "0")]["elo"]) == pytest.approx(expected["base"]["elo"], abs=0.006)
+    assert float(rows[("seed", "", "0")]["elo"]) == pytest.approx(expected["seed"]["elo"], abs=0.006)
     assert float(rows[("drift", "full", "1")]["elo"]) == pytest.approx(expected["drift"]["elo"], abs=0.006)
     assert float(rows[("spin", "controlled", "1")]["elo"]) == pytest.approx(expected["spin"]["elo"], abs=0.006)
     assert expected["drift"]["games"] == 6 * 5  # 2 leaderboard models + 3 other policies, 6 sessions
     # The runs' own (lone) ratings stay in results.csv; every row says which pool rated it.
-    assert rows[("drift", "full", "1")]["elo_alone"] == "1199.00"
-    assert {r["elo_pool"] for r in rows.values() if r["runs"] != "–"} == {"pool"}
+    assert float(rows[("drift", "full", "1")]["elo_alone"]) == 1199.0
+    assert {r["elo_pool"] for r in rows.values() if r["runs"] != ""} == {"pool"}
     text = sweep["report"].markdown.read_text()
     assert "4 policies of these runs and the leaderboard's 2 models (1 anchored" in text
     assert "length margin 1500" in text and "8 rounds" in text
@@ -146,11 +146,11 @@ def test_the_elo_column_is_one_pool_of_the_sweeps_distinct_policies(sweep):
 
 def test_elo_relative_to_base_beside_the_papers_difference(sweep):
     rows = sweep["rows"]
-    base = float(rows[("base", "–", "0")]["elo"])
+    base = float(rows[("base", "", "0")]["elo"])
     drift = rows[("drift", "full", "1")]
     assert float(drift["elo_vs_base"]) == pytest.approx(float(drift["elo"]) - base, abs=0.011)
     assert float(drift["elo_vs_base"]) > 0 > float(rows[("spin", "controlled", "1")]["elo_vs_base"])
-    assert rows[("base", "–", "0")]["elo_vs_base"] == "0.00"
+    assert float(rows[("base", "", "0")]["elo_vs_base"]) == 0
     # Table 3/5: Qwen2.5-7B DRIFT full iter1 1194.81, Base 1194.67 -> +0.14; SPIN iter1 1180.75 -> -13.92.
     assert drift["elo_vs_base_paper"] == "+0.14"
     assert rows[("spin", "controlled", "1")]["elo_vs_base_paper"] == "-13.92"
@@ -169,8 +169,8 @@ def test_alone_keeps_each_runs_own_rating(sweep, tmp_path):
     report = build_report([sweep["sweep"]], tmp_path / "alone", log_to_wandb=False, elo="alone")
     with open(report.csv, newline="") as f:
         rows = {(r["method"], r["setting"], r["iteration"]): r for r in csv.DictReader(f)}
-    assert rows[("drift", "full", "1")]["elo"] == "1199.00" and rows[("drift", "full", "1")]["elo_pool"] == "alone"
-    assert rows[("drift", "full", "1")]["elo_vs_base"] == "9.00"  # 1199 - the base's own 1190
+    assert float(rows[("drift", "full", "1")]["elo"]) == 1199.0 and rows[("drift", "full", "1")]["elo_pool"] == "alone"
+    assert float(rows[("drift", "full", "1")]["elo_vs_base"]) == 9.0  # 1199 - the base's own 1190
     assert "rated alone" in report.markdown.read_text()
 
 
@@ -188,7 +188,7 @@ def test_an_unreadable_leaderboard_falls_back_to_each_runs_rating_and_says_why(s
     assert "not rated (leaderboard not readable" in text and "missing.json" in text
     with open(report.csv, newline="") as f:
         rows = {(r["method"], r["setting"], r["iteration"]): r for r in csv.DictReader(f)}
-    assert (rows[("drift", "full", "1")]["elo"], rows[("drift", "full", "1")]["elo_pool"]) == ("1199.00", "alone")
+    assert (float(rows[("drift", "full", "1")]["elo"]), rows[("drift", "full", "1")]["elo_pool"]) == (1199.0, "alone")
 
 
 def test_a_broken_judge_record_file_is_named(sweep, tmp_path):

@@ -59,11 +59,11 @@ def test_the_report_shows_each_reading_in_its_own_labelled_row(tmp_path):
     write_run(sweep, "wildfeedback-qwen7b-drift-full-s42-dpo", 0.0, 52.0)
     report = build_report([sweep], tmp_path / "out", log_to_wandb=False)
     with open(report.csv, newline="") as f:
-        rows = {(r["method"], r["iteration"]): r for r in csv.DictReader(f) if r["runs"] != "–"}
+        rows = {(r["method"], r["iteration"]): r for r in csv.DictReader(f) if r["runs"] != ""}
     assert set(rows) == {("seed", "0"), ("seed+dpo", "0"), ("drift", "1"), ("drift+dpo", "1")}
     rpo, dpo = rows[("drift", "1")], rows[("drift+dpo", "1")]
-    assert (rpo["rpo_alpha"], dpo["rpo_alpha"]) == ("0.0010", "0.0000")
-    assert (rpo["task"], dpo["task"]) == ("51.00", "53.00")
+    assert (float(rpo["rpo_alpha"]), float(dpo["rpo_alpha"])) == (0.001, 0.0)
+    assert (float(rpo["task"]), float(dpo["task"])) == (51.0, 53.0)
     # Both beside Table 3's DRIFT full iter1 (50.61): the paper does not say which reading it used.
     assert rpo["task_paper"] == dpo["task_paper"] == "50.61"
     text = report.markdown.read_text()
