@@ -5,14 +5,22 @@
   backend run for real with its prompt rows and effective sampling settings recorded.
 - `WB_TEMPLATE`, `write_leaderboard`: WildBench's score template and a two-model leaderboard as local files.
 - `DPO_PAIRS`: eight (prompt, chosen, rejected) texts for DPO steps on the tiny model.
+- `write_run`, `wb`, `write_experiment_run`, `EXPERIMENT`, `wandb_teardown`: run folders and an offline W&B run
+  made up for the report and the dashboards.
+- `ScoringJudge`, `judged_sweep_overrides`: a local judge whose scores depend on the reply, and the overrides that
+  make a CPU sweep judge WildBench with it and rate WB-Elo against a fixture leaderboard.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from drift_exp.config import GenerationConfig
@@ -144,3 +152,120 @@ DPO_PAIRS = [
     ("Say hi.", "Hi!", "No."),
     ("Is water wet?", "Water makes things wet; whether it is itself wet depends on the definition.", "Yes."),
 ]
+
+
+# ------------------------------------------------------------------------------ the report and the dashboards
+
+def write_run(root: Path, data: str, model: str, method: str, setting: str, evals: dict[int, dict],
+              seed: int = 42) -> Path:
+    run = root / f"{data}-{model}-{method}-{setting}-s{seed}"
+    for k, ev in evals.items():
+        (run / f"iter_{k}").mkdir(parents=True, exist_ok=True)
+        history = [{"loss": 0.69 - 0.01 * i, "rewards/chosen": 0.01 * i, "rewards/rejected": -0.02 * i, "step": i + 1}
+                   for i in range(4)]
+        metrics = {"iteration": k, "experiment": run.name, "method": method, "data": data, "model": model,
+                   "setting": setting, "seed": seed,
+                   "train": {"final": {"loss": 0.6 - 0.1 * k, "rewards/margins": 0.05 * k}, "history": history},
+                   "eval": ev}
+        (run / f"iter_{k}" / "metrics.json").write_text(json.dumps(metrics))
+    return run
+
+
+def wb(task: float, creative: float | None = None, elo: float | None = None) -> dict:
+    out = {"task_macro": task, "score": task + 1, "n_outputs": 1024, "n_scored": 1024, "groups": {}}
+    if creative is not None:
+        out["groups"]["Creative Tasks"] = creative
+    if elo is not None:
+        out["elo"] = elo
+    return out
+
+
+EXPERIMENT = "wildfeedback-qwen7b-drift-full-s42"
+
+
+def wandb_teardown() -> None:
+    """End this process's W&B service, which writes the offline runs' files: after it, they are complete."""
+    import wandb
+
+    wandb.teardown()
+
+
+def write_experiment_run(root: Path) -> Path:
+    """An offline W&B run in the layout of names.py: one run per experiment, per-iteration numbers against
+    `iteration`, the training curves against a global step summed over the iterations, the Base row in the summary."""
+    import wandb
+
+    from drift_exp.names import WANDB_ITERATION, WANDB_PER_ITERATION, WANDB_TRAIN, WANDB_TRAIN_STEP
+
+    config = {"seed": 42, "method": {"name": "drift"}, "data": {"name": "wildfeedback"}, "model": {"name": "qwen7b"},
+              "setting": {"name": "full"}, "run": {"sweep_name": "table3"},
+              "tracking": {"project": "drift_exp", "entity": None}}
+    run = wandb.init(project="drift_exp", name=EXPERIMENT, group=EXPERIMENT[:-4], job_type="experiment",
+                     mode="offline", dir=str(root), config=config, tags=["sweep:table3", "method:drift"])
+    run.define_metric(WANDB_TRAIN_STEP)
+    run.define_metric(WANDB_TRAIN + "*", step_metric=WANDB_TRAIN_STEP)
+    run.define_metric(WANDB_ITERATION)
+    for prefix in WANDB_PER_ITERATION:
+        run.define_metric(prefix + "*", step_metric=WANDB_ITERATION)
+    run.summary.update({"base/eval/wildbench/task_macro": 48.0, "base/eval/alpaca_eval/win_rate": 37.0})
+    step = 0
+    for k, task in ((0, 49.0), (1, 51.0), (2, 50.0)):
+        for i in range(3):
+            step += 1
+            run.log({WANDB_TRAIN_STEP: step, "train/iteration_step": i + 1, "train/loss": 0.7 - 0.1 * i - 0.01 * k,
+                     "train/rewards/chosen": 0.1 * i, "train/rewards/rejected": -0.1 * i,
+                     "train/rewards/margins": 0.2 * i + k})
+        run.log({WANDB_ITERATION: k, "stage/train/steps": 3, "stage/train/train_loss": 0.6,
+                 "eval/wildbench/task_macro": task, "eval/wildbench/groups/Creative Tasks": task + 1,
+                 "heldout/reward_accuracy": 0.5 + 0.1 * k})
+    run.finish()
+    wandb_teardown()
+    return Path(run.dir).parent
+
+
+class ScoringJudge:
+    """A local OpenAI-compatible judge whose WB-Score depends on the reply it is shown (1..10 from a hash of
+    the text between <<REPLY>> and <</REPLY>>), so different policies get different scores, reproducibly."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                reply = re.search(r"<<REPLY>>(.*?)<</REPLY>>", prompt, re.S)
+                text = reply.group(1) if reply else prompt
+                score = 1 + int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
+                verdict = {"strengths": "s", "weaknesses": "w", "score": str(score)}
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(verdict)}}],
+                                   "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def judged_sweep_overrides(judge_url: str, root: Path) -> list[str]:
+    """Overrides that make a CPU sweep judge WildBench (3 bundled tasks, the local judge) and rate WB-Elo
+    against a fixture leaderboard of two models, one anchored."""
+    from drift_exp.evaluation.benchmarks import load_wildbench
+
+
+    elo = write_leaderboard(root / "leaderboard", [t["session_id"] for t in load_wildbench("sample", limit=3)])
+    return ["eval.benchmarks=[proxy,wildbench]", "eval.limit=3", "eval.max_new_tokens=8", "eval.temperature=0.7",
+            "eval.top_p=0.9", "eval.judge.enabled=true", f"eval.judge.base_url={judge_url}",
+            "eval.judge.api_key_env=null", "eval.judge.backoff_s=0", f"eval.wildbench.template_file={WB_TEMPLATE}",
+            "eval.wildbench.elo.enabled=true", f"eval.wildbench.elo.results_url={elo.results_url}",
+            "eval.wildbench.elo.models=[model-a,'model-b@together']", f"eval.wildbench.elo.init_url={elo.init_url}",
+            "eval.wildbench.elo.rounds=8", f"eval.wildbench.elo.cache_dir={elo.cache_dir}"]

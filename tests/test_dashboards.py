@@ -13,7 +13,7 @@ from drift_exp.names import WANDB_ITERATION, WANDB_PAIRS_TABLE, WANDB_TRAIN_STEP
 from drift_exp.report.wandb_offline import find_offline_runs, read_offline_run
 
 from .conftest import ROOT
-from .test_report import wb, write_experiment_run, write_run
+from .helpers import wb, write_experiment_run, write_run
 
 pytest.importorskip("wandb_workspaces", reason='the dashboards extra: pip install -e ".[dashboards]"')
 

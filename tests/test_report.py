@@ -22,6 +22,7 @@ from drift_exp.report.__main__ import main as report_main
 from drift_exp.report.wandb_offline import read_offline_run
 
 from .conftest import ROOT
+from .helpers import EXPERIMENT, wandb_teardown, wb, write_experiment_run, write_run
 
 FIXTURE = Path(__file__).parent / "fixtures" / "paper_tables.md"
 DATA_FILE = ROOT / "drift_exp" / "paper_numbers.csv"
@@ -139,29 +140,6 @@ def test_a_cell_repeated_across_tables_has_one_value(paper):
 
 
 # ---------------------------------------------------------------- runs made up for the report
-
-def write_run(root: Path, data: str, model: str, method: str, setting: str, evals: dict[int, dict],
-              seed: int = 42) -> Path:
-    run = root / f"{data}-{model}-{method}-{setting}-s{seed}"
-    for k, ev in evals.items():
-        (run / f"iter_{k}").mkdir(parents=True, exist_ok=True)
-        history = [{"loss": 0.69 - 0.01 * i, "rewards/chosen": 0.01 * i, "rewards/rejected": -0.02 * i, "step": i + 1}
-                   for i in range(4)]
-        metrics = {"iteration": k, "experiment": run.name, "method": method, "data": data, "model": model,
-                   "setting": setting, "seed": seed,
-                   "train": {"final": {"loss": 0.6 - 0.1 * k, "rewards/margins": 0.05 * k}, "history": history},
-                   "eval": ev}
-        (run / f"iter_{k}" / "metrics.json").write_text(json.dumps(metrics))
-    return run
-
-
-def wb(task: float, creative: float | None = None, elo: float | None = None) -> dict:
-    out = {"task_macro": task, "score": task + 1, "n_outputs": 1024, "n_scored": 1024, "groups": {}}
-    if creative is not None:
-        out["groups"]["Creative Tasks"] = creative
-    if elo is not None:
-        out["elo"] = elo
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -431,49 +409,6 @@ def test_wandb_runs_become_the_same_rows(tmp_path, monkeypatch):
     assert_png(tmp_path / "out" / "figure5_wildfeedback-qwen7b-drift-full-s42.png")
 
 
-EXPERIMENT = "wildfeedback-qwen7b-drift-full-s42"
-
-
-def wandb_teardown() -> None:
-    """End this process's W&B service, which writes the offline runs' files: after it, they are complete."""
-    import wandb
-
-    wandb.teardown()
-
-
-def write_experiment_run(root: Path) -> Path:
-    """An offline W&B run in the layout of names.py: one run per experiment, per-iteration numbers against
-    `iteration`, the training curves against a global step summed over the iterations, the Base row in the summary."""
-    import wandb
-
-    from drift_exp.names import WANDB_ITERATION, WANDB_PER_ITERATION, WANDB_TRAIN, WANDB_TRAIN_STEP
-
-    config = {"seed": 42, "method": {"name": "drift"}, "data": {"name": "wildfeedback"}, "model": {"name": "qwen7b"},
-              "setting": {"name": "full"}, "run": {"sweep_name": "table3"},
-              "tracking": {"project": "drift_exp", "entity": None}}
-    run = wandb.init(project="drift_exp", name=EXPERIMENT, group=EXPERIMENT[:-4], job_type="experiment",
-                     mode="offline", dir=str(root), config=config, tags=["sweep:table3", "method:drift"])
-    run.define_metric(WANDB_TRAIN_STEP)
-    run.define_metric(WANDB_TRAIN + "*", step_metric=WANDB_TRAIN_STEP)
-    run.define_metric(WANDB_ITERATION)
-    for prefix in WANDB_PER_ITERATION:
-        run.define_metric(prefix + "*", step_metric=WANDB_ITERATION)
-    run.summary.update({"base/eval/wildbench/task_macro": 48.0, "base/eval/alpaca_eval/win_rate": 37.0})
-    step = 0
-    for k, task in ((0, 49.0), (1, 51.0), (2, 50.0)):
-        for i in range(3):
-            step += 1
-            run.log({WANDB_TRAIN_STEP: step, "train/iteration_step": i + 1, "train/loss": 0.7 - 0.1 * i - 0.01 * k,
-                     "train/rewards/chosen": 0.1 * i, "train/rewards/rejected": -0.1 * i,
-                     "train/rewards/margins": 0.2 * i + k})
-        run.log({WANDB_ITERATION: k, "stage/train/steps": 3, "stage/train/train_loss": 0.6,
-                 "eval/wildbench/task_macro": task, "eval/wildbench/groups/Creative Tasks": task + 1,
-                 "heldout/reward_accuracy": 0.5 + 0.1 * k})
-    run.finish()
-    wandb_teardown()
-    return Path(run.dir).parent
-
-
 def test_wandb_experiment_runs_become_the_same_rows(tmp_path, monkeypatch):
     """The one-run-per-experiment layout read through the API's interface (history rows keyed by `iteration`),
     from a real offline run of that layout."""
@@ -539,7 +474,7 @@ TINY = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=d
 
 @pytest.mark.e2e
 def test_sweep_end_to_end_then_report(tmp_path, model_cache):
-    from .test_report_elo import ScoringJudge, judged_sweep_overrides
+    from .helpers import ScoringJudge, judged_sweep_overrides
 
     sweep_dir = tmp_path / "table7"
     env = dict(os.environ, WANDB_MODE="offline")

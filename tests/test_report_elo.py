@@ -2,11 +2,7 @@
 shared Base row one player, and Elo relative to the Base row beside the paper's same difference."""
 
 import csv
-import hashlib
 import json
-import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,58 +14,9 @@ from drift_exp.report import build_report
 from drift_exp.report.elo import add_paper_vs_base
 from drift_exp.report.paper import load_cells, paper_index
 
-from .test_evaluation_wb_elo import write_leaderboard
+from .helpers import write_leaderboard
 
 SESSIONS = [f"s{n}" for n in range(6)]
-
-
-class ScoringJudge:
-    """A local OpenAI-compatible judge whose WB-Score depends on the reply it is shown (1..10 from a hash of
-    the text between <<REPLY>> and <</REPLY>>), so different policies get different scores, reproducibly."""
-
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                reply = re.search(r"<<REPLY>>(.*?)<</REPLY>>", prompt, re.S)
-                text = reply.group(1) if reply else prompt
-                score = 1 + int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
-                verdict = {"strengths": "s", "weaknesses": "w", "score": str(score)}
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(verdict)}}],
-                                   "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def judged_sweep_overrides(judge_url: str, root: Path) -> list[str]:
-    """Overrides that make a CPU sweep judge WildBench (3 bundled tasks, the local judge) and rate WB-Elo
-    against a fixture leaderboard of two models, one anchored."""
-    from drift_exp.evaluation.benchmarks import load_wildbench
-
-    from .test_evaluation_wb_elo import TEMPLATE
-
-    elo = write_leaderboard(root / "leaderboard", [t["session_id"] for t in load_wildbench("sample", limit=3)])
-    return ["eval.benchmarks=[proxy,wildbench]", "eval.limit=3", "eval.max_new_tokens=8", "eval.temperature=0.7",
-            "eval.top_p=0.9", "eval.judge.enabled=true", f"eval.judge.base_url={judge_url}",
-            "eval.judge.api_key_env=null", "eval.judge.backoff_s=0", f"eval.wildbench.template_file={TEMPLATE}",
-            "eval.wildbench.elo.enabled=true", f"eval.wildbench.elo.results_url={elo.results_url}",
-            "eval.wildbench.elo.models=[model-a,'model-b@together']", f"eval.wildbench.elo.init_url={elo.init_url}",
-            "eval.wildbench.elo.rounds=8", f"eval.wildbench.elo.cache_dir={elo.cache_dir}"]
 
 
 def judged(scores: list[int], length: int = 20) -> list[dict]:
