@@ -39,13 +39,12 @@ def register_sweeps() -> None:
 
 # `+rpo=dpo|rpo`: the two readings of the NLL weight (drift_exp/conf/sweep/README.md, "The NLL weight"), a dimension any
 # run or sweep can add: `python -m drift_exp -m +sweep=table3 +rpo=dpo,rpo`. dpo is Eq. 2 (plain DPO); its
-# runs get "-dpo" after the experiment name, so they never share a run directory with the default runs.
-# rpo is the authors' YAMLs (0.001, the schema's default): the default runs and directories. The report
+# runs get "+dpo" after the experiment name (names.ABLATION_GROUPS: a variant like an ablating override), so they
+# never share a run directory or W&B group with the default runs. rpo is the authors' YAMLs (0.001, the schema's
+# default): the default runs and directories. The report
 # labels the rows of other values (drift_exp/report/rpo.py).
 RPO_OPTIONS = {
-    "dpo": {"trainer": {"rpo_alpha": 0.0},
-            "hydra": {"run": {"dir": "outputs/${drift_exp.experiment_name:}-dpo"},
-                      "sweep": {"subdir": "${drift_exp.experiment_name:}-dpo"}}},
+    "dpo": {"trainer": {"rpo_alpha": 0.0}},
     "rpo": {"trainer": {"rpo_alpha": 0.001}},
 }
 

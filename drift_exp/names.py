@@ -110,6 +110,9 @@ _NOT_VARIANT_PREFIXES = ("run.", "tracking.", "hydra.", "launcher.", "eval.")
 _NOT_VARIANT_KEYS = ("iterations", "seed", *LABEL_KEYS, "model.path", "model.gguf_file", "data.source",
                      "scorer.path")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+# Config groups whose options are ablations (drift_exp/config_groups.py): a non-default option joins the variant
+# by its name (`+rpo=dpo` -> <name>+dpo), so both readings get their own run directory, W&B name and group.
+ABLATION_GROUPS = {"rpo": "rpo"}  # group -> the option that keeps the plain name
 
 
 def run_variant(cfg: Any) -> str:
@@ -130,7 +133,11 @@ def variant_of(overrides: Any, cfg: Any) -> str:
     defaults = schema() if dataclasses.is_dataclass(schema) else None
     parts = []
     for override in overrides:
-        key, sep, _ = str(override).lstrip("+").partition("=")
+        key, sep, option = str(override).lstrip("+").partition("=")
+        if key in ABLATION_GROUPS:
+            if option != ABLATION_GROUPS[key]:
+                parts.append(_UNSAFE.sub("-", option))
+            continue
         if not sep or key.startswith("~") or "@" in key or key in _NOT_VARIANT_KEYS \
                 or key.startswith(_NOT_VARIANT_PREFIXES):
             continue

@@ -21,7 +21,7 @@ CPU = ["model=tiny", "data=sample", "generation=hf", "launcher=inline", "eval=de
 def test_the_group_sets_the_weight_and_the_directory():
     jobs = compose_jobs("table7", ["+rpo=dpo,rpo", "+cell=drift-full", *CPU])
     got = sorted((cfg.trainer.rpo_alpha, cfg.hydra.sweep.subdir) for _, cfg in jobs)
-    assert got == [(0.0, "sample-tiny-drift-full-s42-dpo"), (0.001, "sample-tiny-drift-full-s42")]
+    assert got == [(0.0, "sample-tiny-drift-full-s42+dpo"), (0.001, "sample-tiny-drift-full-s42")]
 
 
 def test_a_real_multirun_of_both_readings_writes_two_run_directories(tmp_path):
@@ -33,7 +33,7 @@ def test_a_real_multirun_of_both_readings_writes_two_run_directories(tmp_path):
     sweep = tmp_path / "outputs" / "sweeps" / "table7"
     runs = {p.name: yaml.safe_load((p / "config.yaml").read_text())["trainer"]["rpo_alpha"]
             for p in sweep.iterdir() if p.is_dir()}
-    assert runs == {"sample-tiny-drift-full-s42": 0.001, "sample-tiny-drift-full-s42-dpo": 0.0}
+    assert runs == {"sample-tiny-drift-full-s42": 0.001, "sample-tiny-drift-full-s42+dpo": 0.0}
 
 
 def test_labels():
@@ -56,7 +56,7 @@ def write_run(root, name: str, alpha: float, task: float) -> None:
 def test_the_report_shows_each_reading_in_its_own_labelled_row(tmp_path):
     sweep = tmp_path / "table3"
     write_run(sweep, "wildfeedback-qwen7b-drift-full-s42", 0.001, 50.0)
-    write_run(sweep, "wildfeedback-qwen7b-drift-full-s42-dpo", 0.0, 52.0)
+    write_run(sweep, "wildfeedback-qwen7b-drift-full-s42+dpo", 0.0, 52.0)
     report = build_report([sweep], tmp_path / "out", log_to_wandb=False)
     with open(report.csv, newline="") as f:
         rows = {(r["method"], r["iteration"]): r for r in csv.DictReader(f) if r["runs"] != ""}
