@@ -102,10 +102,16 @@ def _drop_job_log(handler: logging.FileHandler | None) -> None:
         pass
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`drift-exp` and `python -m drift_exp`: the command line's overrides are checked for credentials before
+    Hydra sees them (Hydra's own errors would print a value), then Hydra composes and runs `main`."""
     try:
         check_overrides(sys.argv[1:])
     except UserError as err:
         sys.stderr.write(f"drift_exp: error: {err}\n")
         sys.exit(2)
     main()
+
+
+if __name__ == "__main__":
+    cli()
