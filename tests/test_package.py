@@ -74,7 +74,7 @@ def test_built_wheel_runs_from_another_directory(tmp_path):
     assert {"drift_exp/conf/__init__.py", "drift_exp/conf/config.yaml", "drift_exp/conf/sweep/table3.yaml",
             "drift_exp/conf/sweep/README.md", "drift_exp/data/sample/sat_dsat_annotation.json"} <= names
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "drift-exp = drift_exp.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "drift-exp = drift_exp.__main__:cli" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     # A fresh environment whose own site-packages holds only the wheel; the dependencies are this environment's,
     # reached through a .pth line (`venv --system-site-packages` would give the base interpreter's, not these).
