@@ -63,6 +63,11 @@ class Truncation(StrEnum):
     trl = "trl"  # TRL 1.16's own: keep the start of prompt + completion, drop pairs whose prompt fills max_length
 
 
+class PromptStyle(StrEnum):
+    trl = "trl"  # TRL 1.16's conversational tokenisation
+    handbook = "handbook"  # the authors' alignment-handbook + TRL 0.12 sequence (drift_exp/training/handbook.py)
+
+
 class SamplingDefaults(StrEnum):
     # Start from the checkpoint's generation_config.json (as the authors' HF generate did), then the config.
     model = "model"
@@ -116,6 +121,11 @@ class DataConfig:
     revision: str | None = None
     # What to do with a malformed row.
     on_invalid: OnInvalid = OnInvalid.error
+    # The authors' held-out split (drift_exp/heldout.py): the first `holdout` records the method iterates on, in
+    # file order, are sampled and paired as usual but their pairs are evaluated after each training stage, never
+    # trained on. 100 as the authors' gen-drift.py; 0 trains on every record. Run directories made before this
+    # setting existed trained on all records: they count as holdout=0.
+    holdout: int = field(default=100, metadata=since(legacy=0))
 
 
 @dataclass
@@ -202,6 +212,12 @@ class TrainerConfig:
     # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
     # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
     max_prompt_length: int | None = None
+    # Further DPOConfig fields (e.g. weight_decay, adam_beta2), checked by DPOConfig itself at validation; a field
+    # the project sets from its own setting is refused with the setting to use (training/dpo.py PROJECT_SET).
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Who turns a pair into token ids: trl (TRL 1.16's rendering) | handbook (what the authors' alignment-handbook
+    # + TRL 0.12 fed DPO: empty system turn, prompt without generation prompt, replies rendered alone; the sweeps).
+    prompt_style: PromptStyle = PromptStyle.trl
 
 
 @dataclass
@@ -429,12 +445,21 @@ def validate(cfg: Config, environment: bool = True) -> None:
         ("generation.temperature", not (greedy and cfg.method.kind == "iterdpo" and not cfg.method.guided),
          "is 0 (greedy), so unguided IterDPO's two samples of a prompt would be identical (chosen == rejected)"),
     ]
+    # trainer.extra, trainer.prompt_style, data.holdout (the trainer branch's fields)
+    checks += [
+        ("data.holdout", cfg.data.holdout >= 0, f"must be >= 0 (0 holds nothing out), got {cfg.data.holdout}"),
+        ("trainer.prompt_style", cfg.trainer.prompt_style in tuple(PromptStyle),
+         f"must be one of {tuple(str(s) for s in PromptStyle)}, got {cfg.trainer.prompt_style!r}"),
+    ]
     if environment:
         checks += _environment_checks(cfg)
     for key, ok, why in checks:
         if not ok:
             raise ConfigError(f"{key} {why}")
     gguf_file_of(cfg.model.path, cfg.model.gguf_file)  # a GGUF / packaged model: the file and the gguf package
+    from drift_exp.training.extra import check_extra
+
+    check_extra(cfg.trainer.extra)  # DPOConfig's own checks of trainer.extra (imports TRL only when it is set)
     validate_eval(cfg.eval)
     if environment:
         check_local_paths(cfg)
