@@ -26,6 +26,7 @@ from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
 from drift_exp.evaluation.base import base_eval_stage, base_stats
+from drift_exp.heldout import used_counts
 from drift_exp.hub import check_hub
 from drift_exp.launch import run_stage
 from drift_exp.methods import PairBuilder, build_method, seed_pairs
@@ -201,6 +202,7 @@ def prepare(plan: Plan, cfg: Config, method: PairBuilder) -> list[FeedbackRecord
     stats["used"] = {"setting": cfg.setting.name, "kind": kind, "records": len(used),
                      "available": sum(r.kind == kind for r in records),
                      "seed_pairs": sum(r.kind == "seed" for r in records) if cfg.trainer.warm_start_epochs else 0}
+    stats["used"].update(used_counts(cfg, records))  # data.holdout (drift_exp/heldout.py)
     log.info("data: %s", {k: v for k, v in stats.items() if k != "source"})
     write_jsonl(st.folder / "records.jsonl", records)
     write_json(st.folder / "stats.json", stats)
