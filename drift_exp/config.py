@@ -213,7 +213,7 @@ class TrainerConfig:
     # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
     max_prompt_length: int | None = None
     # Further DPOConfig fields (e.g. weight_decay, adam_beta2), checked by DPOConfig itself at validation; a field
-    # the project sets from its own setting is refused with the setting to use (training/dpo.py PROJECT_SET).
+    # the project sets from its own setting is refused with the setting to use (drift_exp/trainer_extra.py).
     extra: dict[str, Any] = field(default_factory=dict)
     # Who turns a pair into token ids: trl (TRL 1.16's rendering) | handbook (what the authors' alignment-handbook
     # + TRL 0.12 fed DPO: empty system turn, prompt without generation prompt, replies rendered alone; the sweeps).
@@ -457,7 +457,7 @@ def validate(cfg: Config, environment: bool = True) -> None:
         if not ok:
             raise ConfigError(f"{key} {why}")
     gguf_file_of(cfg.model.path, cfg.model.gguf_file)  # a GGUF / packaged model: the file and the gguf package
-    from drift_exp.training.extra import check_extra
+    from drift_exp.trainer_extra import check_extra
 
     check_extra(cfg.trainer.extra)  # DPOConfig's own checks of trainer.extra (imports TRL only when it is set)
     validate_eval(cfg.eval)

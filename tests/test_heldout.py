@@ -26,18 +26,18 @@ def sample():
 
 def test_the_sample_holds_out_its_first_records_per_method(sample):
     cfg, records = sample
-    assert cfg.data.holdout == 8 and Config().data.holdout == 100  # the sample's setting; the authors' default
+    assert cfg.data.holdout == 6 and Config().data.holdout == 100  # the sample's setting; the authors' default
     held = heldout_records(cfg, records)
-    assert [r.id for r in held] == [r.id for r in records if r.kind == "dsat"][:8]  # file order
+    assert [r.id for r in held] == [r.id for r in records if r.kind == "dsat"][:6]  # file order
     spin = load(["method=spin"])
-    assert [r.id for r in heldout_records(spin, records)] == [r.id for r in records if r.kind == "sat"][:8]
+    assert [r.id for r in heldout_records(spin, records)] == [r.id for r in records if r.kind == "sat"][:6]
     controlled = load(["setting.max_records=12"])
     from drift_exp.data.load import select_records
 
     picked = select_records(records, "dsat", controlled.setting, controlled.seed)
-    assert heldout_records(controlled, records) == picked[:8]  # among the records the run iterates on
+    assert heldout_records(controlled, records) == picked[:6]  # among the records the run iterates on
     assert heldout_records(load(["data.holdout=0"]), records) == []
-    assert used_counts(cfg, records) == {"heldout": 8, "holdout": 8}
+    assert used_counts(cfg, records) == {"heldout": 6, "holdout": 6}
     assert used_counts(load(["data.holdout=1000"]), records)["heldout"] == 38
 
 
@@ -48,7 +48,7 @@ def test_iteration_pairs_split_by_their_record(sample):
     pairs = [PreferencePair(id=r.id, prompt=r.prompt, chosen="new", rejected=r.rejected or "",
                             meta={"record_id": r.id}) for r in dsat]
     train, out = split_pairs(pairs, held, warm_start=False)
-    assert [p.id for p in out] == [r.id for r in held] and len(train) == len(dsat) - 8
+    assert [p.id for p in out] == [r.id for r in held] and len(train) == len(dsat) - 6
     assert split_pairs(pairs, [], warm_start=False) == (pairs, [])
 
 
@@ -73,7 +73,7 @@ def test_split_for_training_reads_the_run_directory(sample, tmp_path):
     pairs = [PreferencePair(id=r.id, prompt=r.prompt, chosen="c", rejected="r", meta={"record_id": r.id})
              for r in records if r.kind == "dsat"]
     train, out = split_for_training(cfg, tmp_path, 1, pairs)
-    assert (len(train), len(out)) == (30, 8)
+    assert (len(train), len(out)) == (32, 6)
     assert split_for_training(load(["data.holdout=0"]), tmp_path, 1, pairs) == (pairs, [])
     with pytest.raises(UserError, match=r"data\.holdout=100"):
         split_for_training(load(["data.holdout=100"]), tmp_path, 1, pairs)

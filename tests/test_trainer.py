@@ -12,7 +12,7 @@ import pytest
 from drift_exp.config import TrainerConfig, Truncation
 from drift_exp.errors import ConfigError
 from drift_exp.records import PreferencePair
-from drift_exp.training.extra import PROJECT_SET, check_extra
+from drift_exp.trainer_extra import PROJECT_SET, check_extra
 from drift_exp.training.handbook import handbook_ids, handbook_texts, with_empty_system_turn
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,12 +41,10 @@ def test_the_one_private_trl_method_overridden_is_pinned():
 
 
 def test_the_trainer_is_a_module_level_class():
-    from drift_exp.training import diagnostics
     from drift_exp.training.trainer import DriftDPOTrainer
 
     assert DriftDPOTrainer.__module__ == "drift_exp.training.trainer"
     assert DriftDPOTrainer.__qualname__ == "DriftDPOTrainer"
-    assert diagnostics.SignalDPOTrainer is DriftDPOTrainer  # the earlier name
 
 
 # ------------------------------------------------------------------ config -> DPOConfig, trainer.extra

@@ -5,7 +5,7 @@ per-pair gradient is −β·σ(−s)·d_θ (Eq. 4): σ(−s) is the weight each 
 Lemma 1 keeps the expected gradient away from zero while P(σ(−s) ≥ τ) stays positive;
 Proposition 1 bounds the signal by Var(s) at a SPIN fixed point. ``signal_stats`` summarises s and
 σ(−s) over a set of pairs; training/trainer.py's ``DriftDPOTrainer`` collects s for every pair a DPO stage
-trains on (its ``signal_tau`` option; this module's ``SignalDPOTrainer`` is that class under its earlier name).
+trains on (its ``signal_tau`` option; the class was called SignalDPOTrainer before).
 
 How the per-pair values are captured (TRL 1.16's public surface; the capture overrides no private method, see
 training/trainer.py for the one the tokenisation options touch):
@@ -100,16 +100,6 @@ def _sequence_logps(log_probs: Any, completion_mask: Any) -> tuple[Any, Any]:
     """(chosen, rejected) sequence log-probs from per-token ones, summed as TRL sums them (ld_alpha unset)."""
     seq_len = completion_mask.size(1) - 1  # log-probs of the next token: one position fewer than the ids
     return log_probs[:, -seq_len:].sum(dim=1).chunk(2, dim=0)
-
-
-def __getattr__(name: str):
-    """``SignalDPOTrainer``: the earlier name of the trainer class, training/trainer.py's DriftDPOTrainer (which
-    holds the capture); looked up on first access, so importing this module does not import TRL."""
-    if name == "SignalDPOTrainer":
-        from drift_exp.training.trainer import DriftDPOTrainer
-
-        return DriftDPOTrainer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def flat_signal(summary: dict[str, Any], prefix: str = "signal") -> dict[str, float]:

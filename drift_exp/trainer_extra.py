@@ -1,7 +1,7 @@
 """trainer.extra: further DPOConfig fields, passed through to the stage's DPOConfig and checked by DPOConfig.
 
-Kept apart from training/dpo.py so that config validation can check them without importing torch (TRL is
-imported only when trainer.extra is set).
+A module of the config layer (config.validate calls check_extra; training/dpo.py passes trainer.extra on), so
+that validation checks the fields without importing torch or the trainer (TRL only when trainer.extra is set).
 """
 
 from __future__ import annotations
