@@ -75,10 +75,10 @@ COMPOSED = {
     "model=qwen14b": {"model.dtype": "auto"},
     "model=gemma12b": {"model.dtype": "auto"},
     "model=smollm2": {"model.dtype": "float32"},
-    "model=tiny": {"model.path": "tiny", "model.dtype": "float32"},
+    "model=tiny": {"model.path": "tiny", "model.dtype": "float32", "trainer.learning_rate": 1e-4},
     "setting=controlled": {"setting.max_records": 4000},
     "setting=full": {"setting.max_records": None},
-    "trainer=dpo": {"trainer.beta": 0.1, "trainer.learning_rate": 5e-7, "trainer.optim": "rmsprop",
+    "trainer=dpo": {"trainer.beta": 0.1, "trainer.optim": "rmsprop",  # learning rate: tests/test_trainer.py
                     "trainer.micro_batch_size": 4, "trainer.max_length": 2048, "trainer.truncation": "authors",
                     "trainer.ref": "previous", "trainer.ref_mode": "auto", "trainer.max_prompt_length": None},
 }

@@ -99,6 +99,16 @@ def test_trainer_extra_is_checked_by_dpoconfig(extra, message):
         check_extra(extra)
 
 
+def test_the_papers_learning_rate_except_for_the_tiny_model():
+    """5e-7 (Appendix D) for every real model; the tiny random model trains at 1e-4 so that its samples move."""
+    from .test_config import load
+
+    for model in ("qwen7b", "qwen14b", "gemma12b", "smollm2"):
+        assert load([f"model={model}"]).trainer.learning_rate == 5e-7
+    assert load([]).trainer.learning_rate == load(["model=tiny"]).trainer.learning_rate == 1e-4
+    assert load(["model=tiny", "trainer.learning_rate=5e-7"]).trainer.learning_rate == 5e-7
+
+
 def test_trainer_extra_fails_at_validation(tmp_path):
     """Through Hydra: a typo in trainer.extra is a ConfigError of validate(), before anything heavy runs."""
     from drift_exp.config import validate
