@@ -39,6 +39,11 @@ def test_the_sample_holds_out_its_first_records_per_method(sample):
     assert heldout_records(load(["data.holdout=0"]), records) == []
     assert used_counts(cfg, records) == {"heldout": 6, "holdout": 6}
     assert used_counts(load(["data.holdout=1000"]), records)["heldout"] == 38
+    from drift_exp.config import validate
+    from drift_exp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.holdout must be >= 0"):
+        validate(load(["data.holdout=-1"]), environment=False)
 
 
 def test_iteration_pairs_split_by_their_record(sample):
