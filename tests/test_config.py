@@ -75,7 +75,8 @@ COMPOSED = {
     "model=qwen14b": {"model.dtype": "auto"},
     "model=gemma12b": {"model.dtype": "auto"},
     "model=smollm2": {"model.dtype": "float32"},
-    "model=tiny": {"model.path": "tiny", "model.dtype": "float32", "trainer.learning_rate": 1e-4},
+    "model=tiny": {"model.path": "tiny", "model.dtype": "float32", "trainer.learning_rate": 1e-4,
+                   "eval.temperature": 0.7},
     "setting=controlled": {"setting.max_records": 4000},
     "setting=full": {"setting.max_records": None},
     "trainer=dpo": {"trainer.beta": 0.1, "trainer.optim": "rmsprop",  # learning rate: tests/test_trainer.py
