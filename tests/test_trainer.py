@@ -100,12 +100,16 @@ def test_trainer_extra_is_checked_by_dpoconfig(extra, message):
 
 
 def test_the_papers_learning_rate_except_for_the_tiny_model():
-    """5e-7 (Appendix D) for every real model; the tiny random model trains at 1e-4 so that its samples move."""
+    """5e-7 (Appendix D) and greedy evaluation for every real model; the tiny random model trains at 1e-4 and
+    samples its evaluation replies, so that they move (conf/model/tiny.yaml)."""
     from .test_config import load
 
     for model in ("qwen7b", "qwen14b", "gemma12b", "smollm2"):
-        assert load([f"model={model}"]).trainer.learning_rate == 5e-7
+        for ev in ("default", "full"):
+            cfg = load([f"model={model}", f"eval={ev}"])
+            assert cfg.trainer.learning_rate == 5e-7 and cfg.eval.temperature == 0.0
     assert load([]).trainer.learning_rate == load(["model=tiny"]).trainer.learning_rate == 1e-4
+    assert load([]).eval.temperature == load(["model=tiny", "eval=full"]).eval.temperature == 0.7
     assert load(["model=tiny", "trainer.learning_rate=5e-7"]).trainer.learning_rate == 5e-7
 
 
