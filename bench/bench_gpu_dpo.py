@@ -140,9 +140,10 @@ class StepTimer:
 
         self.callback = Callback()
 
-    def attach(self, trl_module) -> None:
-        """Make trl.DPOTrainer add this callback (train_dpo builds its trainer itself)."""
-        base, timer = trl_module.DPOTrainer, self
+    def attach(self, trainer_module) -> None:
+        """Make the project's trainer class (drift_exp.training.trainer.DriftDPOTrainer, which train_dpo looks up
+        when it builds its trainer) add this callback and record its construction time."""
+        base, timer = trainer_module.DriftDPOTrainer, self
 
         class TimedDPOTrainer(base):
             def __init__(self, *args, **kwargs):
@@ -152,7 +153,7 @@ class StepTimer:
                 timer.init_s = round(time.perf_counter() - t0, 2)
                 timer.trainer = self
 
-        trl_module.DPOTrainer = TimedDPOTrainer
+        trainer_module.DriftDPOTrainer = TimedDPOTrainer
 
     def summary(self, tokens_per_step: float) -> dict[str, Any]:
         timed = self.times[self.warmup:] or self.times  # --dry-run: all steps
@@ -182,14 +183,13 @@ def _cuda_peak() -> dict[str, Any]:
 
 
 def child_project(a: argparse.Namespace, built: dict[str, Any]) -> dict[str, Any]:
-    import trl
-
     from drift_exp.config import TrainerConfig
     from drift_exp.training import dpo
+    from drift_exp.training import trainer as trainer_module
 
     cfg = TrainerConfig(global_batch_size=a.global_batch, micro_batch_size=a.micro_batch, max_length=a.seq)
     timer = StepTimer(a.warmup)
-    timer.attach(trl)
+    timer.attach(trainer_module)
     pairs = make_pairs((a.warmup + a.steps) * a.global_batch, a.prompt_len, a.seq)
     t0 = time.perf_counter()
     stats = dpo.train_dpo(model_path=built["model_dir"], ref_path=None, pairs=pairs,

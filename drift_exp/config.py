@@ -94,6 +94,11 @@ class Truncation(StrEnum):
     trl = "trl"  # TRL 1.16's own: keep the start of prompt + completion, drop pairs whose prompt fills max_length
 
 
+class PromptStyle(StrEnum):
+    trl = "trl"  # TRL 1.16's conversational tokenisation
+    handbook = "handbook"  # the authors' alignment-handbook + TRL 0.12 sequence (drift_exp/training/handbook.py)
+
+
 class SamplingDefaults(StrEnum):
     # Start from the checkpoint's generation_config.json (as the authors' HF generate did), then the config.
     model = "model"
@@ -159,11 +164,17 @@ class DataConfig:
     revision: str | None = None
     # What to do with a malformed row.
     on_invalid: OnInvalid = OnInvalid.error
+    # The authors' held-out split (drift_exp/heldout.py): the first `holdout` records the method iterates on, in
+    # file order, are sampled and paired as usual but their pairs are evaluated after each training stage, never
+    # trained on. 100 as the authors' gen-drift.py; 0 trains on every record. Run directories made before this
+    # setting existed trained on all records: they count as holdout=0.
+    holdout: int = field(default=100, metadata=since(legacy=0))
 
     def validate(self, key: str = "data") -> None:
         require([
             (f"{key}.format", self.format in DATA_FORMATS, f"must be one of {DATA_FORMATS}, got {self.format!r}"),
             (f"{key}.source", bool(self.source.strip()), "must name 'sample', a path or a hub id"),
+            (f"{key}.holdout", self.holdout >= 0, f"must be >= 0 (0 holds nothing out), got {self.holdout}"),
         ])
 
 
@@ -288,6 +299,12 @@ class TrainerConfig:
     # truncation=authors: the prompt tokens kept (its last ones). null: half of max_length, i.e. the authors'
     # 1024 at the paper's max_length 2048 (and still valid when a CPU run lowers max_length).
     max_prompt_length: int | None = None
+    # Further DPOConfig fields (e.g. weight_decay, adam_beta2), checked by DPOConfig itself at validation; a field
+    # the project sets from its own setting is refused with the setting to use (drift_exp/trainer_extra.py).
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Who turns a pair into token ids: trl (TRL 1.16's rendering) | handbook (what the authors' alignment-handbook
+    # + TRL 0.12 fed DPO: empty system turn, prompt without generation prompt, replies rendered alone; the sweeps).
+    prompt_style: PromptStyle = PromptStyle.trl
 
     def validate(self, key: str = "trainer") -> None:
         require([
@@ -318,7 +335,12 @@ class TrainerConfig:
             (f"{key}.signal_tau", 0 < self.signal_tau < 1, f"must be in (0, 1), got {self.signal_tau}"),
             (f"{key}.max_grad_norm", self.max_grad_norm >= 0, f"must be >= 0, got {self.max_grad_norm}"),
             (f"{key}.logging_steps", self.logging_steps >= 1, f"must be >= 1, got {self.logging_steps}"),
+            (f"{key}.prompt_style", self.prompt_style in tuple(PromptStyle),
+             f"must be one of {tuple(str(s) for s in PromptStyle)}, got {self.prompt_style!r}"),
         ])
+        from drift_exp.trainer_extra import check_extra
+
+        check_extra(self.extra)  # DPOConfig's own checks of trainer.extra (imports TRL only when it is set)
         for name, choices in (("optim", transformers_choices("training_args.py", "OptimizerNames")),
                               ("lr_scheduler_type", transformers_choices("trainer_utils.py", "SchedulerType"))):
             value = getattr(self, name)

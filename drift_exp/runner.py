@@ -32,6 +32,7 @@ from drift_exp.data.wildfeedback import EXTRACTOR_VERSION
 from drift_exp.errors import UserError
 from drift_exp.evaluation import flat_metrics
 from drift_exp.evaluation.base import base_eval_stage, eval_identity
+from drift_exp.heldout import used_counts
 from drift_exp.launch import run_job
 from drift_exp.methods import PairBuilder, seed_pairs
 from drift_exp.names import (
@@ -257,6 +258,7 @@ def _prepare(r: Runner, step: Step) -> dict[str, Any]:
     stats["used"] = {"setting": cfg.setting.name, "kind": kind, "records": len(r.targets),
                      "available": sum(rec.kind == kind for rec in records),
                      "seed_pairs": sum(rec.kind == "seed" for rec in records) if cfg.trainer.warm_start_epochs else 0}
+    stats["used"].update(used_counts(cfg, records))  # data.holdout (drift_exp/heldout.py)
     log.info("data: %s", {k: v for k, v in stats.items() if k != "source"})
     write_jsonl(st.folder / "records.jsonl", records)
     write_json(st.folder / "stats.json", stats)

@@ -74,6 +74,7 @@ def train(cfg: Config, run_dir: Path, k: int, deepspeed_config: str | None = Non
 
     The job never opens W&B: each training log goes to iter_k/train_log.jsonl (and, in the orchestrator's
     process, to `forward`), from where the orchestrator's run takes it (drift_exp/tracking.py)."""
+    from drift_exp.heldout import split_for_training
     from drift_exp.models import base_model_path
     from drift_exp.training.dpo import reference_path, train_dpo
     from drift_exp.training.logsink import TRAIN_LOG, TrainLogSink
@@ -85,12 +86,13 @@ def train(cfg: Config, run_dir: Path, k: int, deepspeed_config: str | None = Non
     pairs = read_jsonl(folder / "pairs.jsonl", PreferencePair)
     if cfg.method.accumulate and k > 1:  # SPIN's recipe: iteration k also sees the pairs of 1..k-1
         pairs = [p for j in range(1, k) for p in read_jsonl(rd.folder(j) / "pairs.jsonl", PreferencePair)] + pairs
+    pairs, heldout = split_for_training(cfg, run_dir, k, pairs)  # data.holdout: evaluated, not trained on
     ref = reference_path(cfg.trainer.ref, policy, base)
     epochs = cfg.trainer.warm_start_epochs if k == 0 else cfg.trainer.epochs
     t0 = time.time()
     stats = train_dpo(policy, ref, pairs, folder / "checkpoint", cfg.trainer, epochs, cfg.seed, "none",
                       iteration_run_name(cfg, k), stage_id(k, TRAIN), deepspeed_config=deepspeed_config,
-                      callbacks=[TrainLogSink(folder / TRAIN_LOG, forward)])
+                      callbacks=[TrainLogSink(folder / TRAIN_LOG, forward)], heldout=heldout)
     if stats is not None:  # the main process of a distributed run
         stats.update(reference=ref or policy, policy_start=policy, wall_s=round(time.time() - t0, 2))
         write_json(folder / "train_stats.json", stats)

@@ -46,12 +46,12 @@ COMPOSED = {
     "data=uf_raw_sample": {"data.format": "ultrafeedback_raw", "data.split": "train"},
     "data=ultrafeedback_raw": {"data.source": "openbmb/UltraFeedback", "data.split": "train"},
     "data=wildfeedback": {"data.source": "microsoft/WildFeedback", "data.format": "auto"},
-    "eval=default": {"eval.benchmarks": ["proxy"], "eval.max_new_tokens": 256, "eval.temperature": 0.0,
+    "eval=default": {"eval.benchmarks": ["proxy"], "eval.max_new_tokens": 256,  # temperature: tests/test_trainer.py
                      "eval.top_p": 1.0, "eval.top_k": -1, "eval.judge.enabled": False, "eval.alpaca_eval_judge": False,
                      "eval.limit": None, "eval.proxy_source": "sample"},
     "eval=full": {"eval.benchmarks": ["alpaca_eval", "wildbench", "proxy"], "eval.wildbench_config": "v2",
                   "eval.wildbench_split": "test", "eval.max_new_tokens": 4096, "eval.max_prompt_length": 8192,
-                  "eval.temperature": 0.0, "eval.judge.enabled": True, "eval.judge.model": "gpt-4o-2024-05-13",
+                  "eval.judge.enabled": True, "eval.judge.model": "gpt-4o-2024-05-13",
                   "eval.judge.api_key_env": "OPENAI_API_KEY", "eval.judge.max_concurrency": 8,
                   "eval.judge.max_retries": 5, "eval.alpaca_eval_judge": True, "eval.wildbench.template": "official",
                   "eval.wildbench.elo.enabled": True},
@@ -78,10 +78,11 @@ COMPOSED = {
     "model=qwen14b": {"model.dtype": "auto"},
     "model=gemma12b": {"model.dtype": "auto"},
     "model=smollm2": {"model.dtype": "float32"},
-    "model=tiny": {"model.path": "tiny", "model.dtype": "float32"},
+    "model=tiny": {"model.path": "tiny", "model.dtype": "float32", "trainer.learning_rate": 1e-4,
+                   "eval.temperature": 0.7},
     "setting=controlled": {"setting.max_records": 4000},
     "setting=full": {"setting.max_records": None},
-    "trainer=dpo": {"trainer.beta": 0.1, "trainer.learning_rate": 5e-7, "trainer.optim": "rmsprop",
+    "trainer=dpo": {"trainer.beta": 0.1, "trainer.optim": "rmsprop",  # learning rate: tests/test_trainer.py
                     "trainer.micro_batch_size": 4, "trainer.max_length": 2048, "trainer.truncation": "authors",
                     "trainer.ref": "previous", "trainer.ref_mode": "auto", "trainer.max_prompt_length": None},
 }

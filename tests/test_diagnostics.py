@@ -128,7 +128,7 @@ def numpy_stats(s: np.ndarray, tau: float) -> dict[str, float]:
 
 
 def test_one_step_matches_trl_logs_and_independent_margins(tiny_models, tmp_path):
-    from drift_exp.training.diagnostics import SignalDPOTrainer
+    from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
     trainer = make_trainer(tiny_models, tmp_path, SignalDPOTrainer)
     trainer.train()
@@ -164,7 +164,7 @@ def test_one_step_matches_trl_logs_and_independent_margins(tiny_models, tmp_path
 def test_gradient_accumulation_and_precomputed_reference(tiny_models, tmp_path):
     """micro batch 2 x accumulation 2, two optimizer steps, RPO loss (the project's default) and
     precomputed reference log-probs: every pair of every micro batch, one window per logging step."""
-    from drift_exp.training.diagnostics import SignalDPOTrainer
+    from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
     trainer = make_trainer(tiny_models, tmp_path, SignalDPOTrainer, micro=2, accum=2, steps=2, precompute=True,
                            loss=("sigmoid", "sft"), weights=(1.0, 0.001))
@@ -191,7 +191,8 @@ def test_gradient_accumulation_and_precomputed_reference(tiny_models, tmp_path):
 def test_capture_disagreeing_with_trl_fails_the_stage(tiny_models, tmp_path):
     """The runtime check: when the captured rewards stop matching TRL's logged means (here: the config's beta
     changed after TRL read it, as a TRL that scaled its rewards differently would look), training raises."""
-    from drift_exp.training.diagnostics import SignalCaptureError, SignalDPOTrainer
+    from drift_exp.training.diagnostics import SignalCaptureError
+    from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
     trainer = make_trainer(tiny_models, tmp_path, SignalDPOTrainer, micro=4)
     trainer.args.beta = 2 * BETA  # TRL keeps its own copy (trainer.beta) from construction
@@ -201,7 +202,8 @@ def test_capture_disagreeing_with_trl_fails_the_stage(tiny_models, tmp_path):
 
 def test_unsupported_setting_is_refused_before_training(tiny_models, tmp_path):
     """LD-DPO's ld_alpha changes how TRL sums log-probs: refused at construction, not discovered after a run."""
-    from drift_exp.training.diagnostics import SignalCaptureError, SignalDPOTrainer
+    from drift_exp.training.diagnostics import SignalCaptureError
+    from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
     with pytest.raises(SignalCaptureError, match="ld_alpha"):
         make_trainer(tiny_models, tmp_path, SignalDPOTrainer, ld_alpha=0.5)
@@ -211,7 +213,7 @@ def test_training_is_unchanged(tiny_models, tmp_path):
     """Same seed, same data: the subclass trains to exactly the weights and loss of TRL's DPOTrainer."""
     from trl import DPOTrainer
 
-    from drift_exp.training.diagnostics import SignalDPOTrainer
+    from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
     runs = []
     for cls in (DPOTrainer, SignalDPOTrainer):
@@ -237,12 +239,12 @@ import trl
 
 from drift_exp.config import TrainerConfig
 from drift_exp.records import PreferencePair
-from drift_exp.training import diagnostics
 from drift_exp.training.dpo import train_dpo
+from drift_exp.training.trainer import DriftDPOTrainer as SignalDPOTrainer
 
 PAIRS, policy, reference, out, ds_config = json.loads(sys.argv[1])
 trainers = []
-cls = diagnostics.SignalDPOTrainer
+cls = SignalDPOTrainer
 init = cls.__init__
 
 

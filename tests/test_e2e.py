@@ -186,7 +186,8 @@ def test_baselines_end_to_end(tmp_path, model_cache, method, data):
     metrics = json.loads((run_dir / "iter_1" / "metrics.json").read_text())
     pairs = [json.loads(line) for line in open(run_dir / "iter_1" / "pairs.jsonl")]
     assert len(pairs) == metrics["pairs"]["pairs"] > 0
-    assert metrics["train"]["examples"] + metrics["train"]["dropped_too_long"] == len(pairs)
+    train = metrics["train"]  # data.holdout: the held-out records' pairs are evaluated, not trained on
+    assert train["examples"] + train["dropped_too_long"] + train["heldout_pairs"] == len(pairs)
     records = {json.loads(line)["id"]: json.loads(line) for line in open(run_dir / "data" / "records.jsonl")}
     source = {p["id"]: records[p["meta"]["record_id"]] for p in pairs}
     if data == "uf_sample":  # no DSAT->SAT seeds: the warm start is skipped and says so
@@ -210,5 +211,5 @@ def test_spin_accumulates_earlier_pairs_when_asked(tmp_path, model_cache):
     n1 = sum(1 for _ in open(run_dir / "iter_1" / "pairs.jsonl"))
     n2 = sum(1 for _ in open(run_dir / "iter_2" / "pairs.jsonl"))
     metrics = [json.loads((run_dir / f"iter_{k}" / "metrics.json").read_text())["train"] for k in (1, 2)]
-    assert metrics[0]["examples"] + metrics[0]["dropped_too_long"] == n1
-    assert metrics[1]["examples"] + metrics[1]["dropped_too_long"] == n1 + n2
+    assert metrics[0]["examples"] + metrics[0]["dropped_too_long"] + metrics[0]["heldout_pairs"] == n1
+    assert metrics[1]["examples"] + metrics[1]["dropped_too_long"] + metrics[1]["heldout_pairs"] == n1 + n2

@@ -21,7 +21,9 @@ register_configs()
 
 def load(overrides: list[str] = ()) -> Config:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="config", overrides=["model=tiny", *overrides]))
+        # eval.temperature=0: greedy evaluation (model=tiny samples its evaluation, conf/model/tiny.yaml)
+        return OmegaConf.to_object(compose(config_name="config", overrides=["model=tiny", "eval.temperature=0",
+                                                                            *overrides]))
 
 
 def changed(cfg: Config, path: str, value) -> Config:

@@ -29,10 +29,10 @@ LAYERS: list[tuple[str, list[str]]] = [
         "data", "data.guard", "data.stream", "data.lines", "data.sources"]),
     ("config and models", [
         "config", "config_groups", "config_keys", "decoding", "sweeps", "evaluation", "evaluation.config", "models",
-        "model_shapes"]),
+        "model_shapes", "trainer_extra"]),
     ("building blocks", [
         "data.*", "methods", "generation", "scoring", "evaluation.*", "training", "tracking", "hub", "preview",
-        "provenance"]),
+        "provenance", "heldout"]),
     ("orchestration: run directory, stage jobs, preflight, analyses", [
         "stages", "launch", "worker", "runner", "plan", "analysis", "report", "dashboards",
         "evaluation.base"]),  # the Base row: a stage of the run directory, run through the launcher

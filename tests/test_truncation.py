@@ -4,6 +4,7 @@ Runs TRL's real DPOTrainer on the tiny model (byte-level tokenizer: one token pe
 
 from __future__ import annotations
 
+import functools
 import math
 
 import pytest
@@ -81,14 +82,13 @@ def test_trainer_dataset_is_cut_the_authors_way(tiny, tmp_path):
     from trl import DPOConfig
 
     from drift_exp.models import load_policy, load_tokenizer
-    from drift_exp.training.diagnostics import SignalDPOTrainer
-    from drift_exp.training.truncation import with_authors_truncation
+    from drift_exp.training.trainer import DriftDPOTrainer
 
     pairs, limit = _pairs(), 48
     args = DPOConfig(output_dir=str(tmp_path / "t"), report_to="none", max_length=MAX_LENGTH, use_cpu=True,
                      bf16=False, per_device_train_batch_size=2, disable_tqdm=True)
     tok = load_tokenizer(tiny, padding_side="right")
-    cls = with_authors_truncation(SignalDPOTrainer, MAX_LENGTH, limit)
+    cls = functools.partial(DriftDPOTrainer, max_prompt_length=limit)  # the trainer's authors' truncation option
     trainer = cls(model=load_policy(tiny, __import__("torch").float32), args=args, processing_class=tok,
                   train_dataset=Dataset.from_list([p.to_trl() for p in pairs]))
     rows = list(trainer.train_dataset)

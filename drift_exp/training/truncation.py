@@ -7,9 +7,10 @@ its collator keeps the START of prompt + completion and `_prepare_dataset` drops
 fills max_length (trainer.truncation=trl keeps that behaviour). Long WildChat contexts are common, so the two
 train on different pairs.
 
-How it is done here: TRL tokenizes the pairs itself (its chat template, EOS and prompt/completion split are
-kept exactly), with the length limit lifted for that step; then each pair's token ids are cut by
-`truncate_pair`. Every sequence then fits max_length, so TRL's collator has nothing left to cut. Cutting the
+How it is done here (training/trainer.py, DriftDPOTrainer's max_prompt_length option): TRL tokenizes the pairs
+itself (its chat template, EOS and prompt/completion split are kept exactly), with the length limit lifted for
+that step (or training/handbook.py does, with trainer.prompt_style=handbook); then each pair's token ids are cut
+by `truncate_pair`. Every sequence then fits max_length, so TRL's collator has nothing left to cut. Cutting the
 start of the prompt can remove the template's opening (system turn, BOS), as the authors' TRL did too.
 """
 
@@ -72,22 +73,3 @@ def truncate_dataset(dataset: Any, max_length: int, max_prompt_length: int) -> t
                                 ("truncated_rejected", "rejected"))}
     counts["truncated_completions"] = counts["truncated_chosen"] + counts["truncated_rejected"]
     return dataset.remove_columns(["_cut_prompt", "_cut_chosen", "_cut_rejected"]), counts
-
-
-def with_authors_truncation(base: type, max_length: int, max_prompt_length: int) -> type:
-    """A subclass of the DPOTrainer class `base` that truncates the authors' way; after construction its
-    `truncation_counts` holds the counts of the training set."""
-    from trl.trainer.utils import global_then_local_main_first
-
-    class AuthorsTruncation(base):  # type: ignore[misc, valid-type]
-        truncation_counts: dict[str, int] = {}
-
-        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
-            tokenized = super()._prepare_dataset(dataset, processing_class, LengthLimitLifted(args), dataset_name)
-            with global_then_local_main_first():  # the map writes a cache file next to the data, as TRL's does
-                tokenized, counts = truncate_dataset(tokenized, max_length, max_prompt_length)
-            if dataset_name == "train":
-                self.truncation_counts = counts
-            return tokenized
-
-    return AuthorsTruncation
