@@ -4,6 +4,7 @@
 - `requests`, `run_hf`, `hf_effective_as_vllm`: generation requests that cover every prompt shape, and the HF
   backend run for real with its prompt rows and effective sampling settings recorded.
 - `WB_TEMPLATE`, `write_leaderboard`: WildBench's score template and a two-model leaderboard as local files.
+- `load`: a config composed as Hydra would, from overrides (no run).
 - `DPO_PAIRS`: eight (prompt, chosen, rejected) texts for DPO steps on the tiny model.
 - `write_run`, `wb`, `write_experiment_run`, `EXPERIMENT`, `wandb_teardown`: run folders and an offline W&B run
   made up for the report and the dashboards.
@@ -23,11 +24,11 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from drift_exp.config import GenerationConfig
+from drift_exp.config import Config, GenerationConfig
 from drift_exp.evaluation.config import EloConfig
 from drift_exp.records import GenRequest
 
-from .conftest import ROOT
+from .conftest import CONF, ROOT
 
 # ------------------------------------------------------------------------------ running the CLI on a run dir
 
@@ -152,6 +153,18 @@ DPO_PAIRS = [
     ("Say hi.", "Hi!", "No."),
     ("Is water wet?", "Water makes things wet; whether it is itself wet depends on the definition.", "Yes."),
 ]
+
+
+# ------------------------------------------------------------------------------ composing a config
+
+def load(overrides: list[str]) -> Config:
+    """The typed config Hydra composes from these overrides (no run)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        dcfg = compose(config_name="config", overrides=overrides)
+    return OmegaConf.to_object(dcfg)
 
 
 # ------------------------------------------------------------------------------ the report and the dashboards

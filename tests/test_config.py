@@ -20,17 +20,12 @@ from drift_exp.errors import ConfigError
 from drift_exp.plan import validate
 
 from .conftest import CONF, ROOT
+from .helpers import load
 
 register_configs()
 # The groups of the root defaults list; conf/sweep/ is the `+sweep=` group (tests/test_sweeps.py), whose files pin
 # seed and iterations on purpose, so the "only what differs" rule below is for option files.
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "sweep")
-
-
-def load(overrides: list[str]) -> Config:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        dcfg = compose(config_name="config", overrides=overrides)
-    return OmegaConf.to_object(dcfg)
 
 
 def test_groups_match_design():

@@ -13,7 +13,7 @@ from drift_exp.methods import seed_pairs
 from drift_exp.records import PreferencePair, write_jsonl
 from drift_exp.stages import RunDir
 
-from .test_config import load
+from .helpers import load
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +39,8 @@ def test_the_sample_holds_out_its_first_records_per_method(sample):
     assert heldout_records(load(["data.holdout=0"]), records) == []
     assert used_counts(cfg, records) == {"heldout": 6, "holdout": 6}
     assert used_counts(load(["data.holdout=1000"]), records)["heldout"] == 38
-    from drift_exp.config import validate
     from drift_exp.errors import ConfigError
+    from drift_exp.plan import validate
 
     with pytest.raises(ConfigError, match=r"data\.holdout must be >= 0"):
         validate(load(["data.holdout=-1"]), environment=False)

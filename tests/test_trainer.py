@@ -102,7 +102,7 @@ def test_trainer_extra_is_checked_by_dpoconfig(extra, message):
 def test_the_papers_learning_rate_except_for_the_tiny_model():
     """5e-7 (Appendix D) and greedy evaluation for every real model; the tiny random model trains at 1e-4 and
     samples its evaluation replies, so that they move (conf/model/tiny.yaml)."""
-    from .test_config import load
+    from .helpers import load
 
     for model in ("qwen7b", "qwen14b", "gemma12b", "smollm2"):
         for ev in ("default", "full"):
@@ -115,9 +115,9 @@ def test_the_papers_learning_rate_except_for_the_tiny_model():
 
 def test_trainer_extra_fails_at_validation(tmp_path):
     """Through Hydra: a typo in trainer.extra is a ConfigError of validate(), before anything heavy runs."""
-    from drift_exp.config import validate
+    from drift_exp.plan import validate
 
-    from .test_config import load
+    from .helpers import load
 
     with pytest.raises(ConfigError, match=r"trainer\.extra\.adam_beta3"):
         validate(load(["+trainer.extra.adam_beta3=0.9"]), environment=False)
