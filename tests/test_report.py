@@ -540,3 +540,21 @@ def test_sweep_end_to_end_then_report(tmp_path, model_cache):
     for name in pngs:
         assert_png(out / name)
         assert f"![{name[:-4]}]({name})" in text
+
+
+def test_held_out_numbers_per_iteration_reach_the_tables(tmp_path):
+    """data.holdout's pairs, evaluated after each training stage (train.heldout in metrics.json), are columns of
+    the Markdown table and of results.csv, one value per iteration."""
+    root = tmp_path / "sweep"
+    run = write_run(root, "sample", "tiny", "drift", "controlled", {0: {}, 1: {}, 2: {}})
+    for k, (acc, margin) in enumerate(((0.8, 8.9), (1.0, 31.0), (0.5, -2.0))):
+        path = run / f"iter_{k}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["train"]["heldout"] = {"loss": 0.5, "reward_accuracy": acc, "margin_mean": margin, "pairs": 6}
+        path.write_text(json.dumps(metrics))
+    report = build_report([root], tmp_path / "out", log_to_wandb=False)
+    rows = {r["iteration"]: r for r in read_csv(report.csv) if r["method"] != "base"}
+    assert [(num(rows[k]["heldout_acc"]), num(rows[k]["heldout_margin"])) for k in ("0", "1", "2")] == [
+        (0.8, 8.9), (1.0, 31.0), (0.5, -2.0)]
+    assert num(rows["1"]["heldout_pairs"]) == 6
+    assert "held-out acc" in report.markdown.read_text()

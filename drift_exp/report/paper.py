@@ -57,6 +57,9 @@ OWN_METRICS = (
     Metric("loss", "final loss", ("train", "final", "loss"), paper=False, digits=4),
     Metric("margins", "rewards/margins", ("train", "final", "rewards/margins"), paper=False, digits=4),
     Metric("proxy", "proxy reward", ("eval", "proxy", "reward_mean"), paper=False, digits=4),
+    # The held-out pairs (data.holdout, the authors' test split) after the iteration's training stage.
+    Metric("heldout_acc", "held-out acc", ("train", "heldout", "reward_accuracy"), paper=False, digits=4),
+    Metric("heldout_margin", "held-out margin", ("train", "heldout", "margin_mean"), paper=False, digits=4),
 )
 # Only in results.csv.
 EXTRA_METRICS = (
@@ -78,6 +81,8 @@ EXTRA_METRICS = (
     Metric("rejected", "rewards/rejected", ("train", "final", "rewards/rejected"), digits=4),
     Metric("accuracy", "rewards/accuracies", ("train", "final", "rewards/accuracies"), digits=4),
     Metric("steps", "steps", ("train", "steps"), digits=0),
+    Metric("heldout_loss", "held-out loss", ("train", "heldout", "loss"), digits=4),
+    Metric("heldout_pairs", "held-out pairs", ("train", "heldout", "pairs"), digits=0),
 )
 # Columns computed from WildBench's judge: marked as a proxy when the judge prompt was not WildBench's own.
 WB_METRICS = ("elo", "elo_vs_base", "elo_alone", "task", "creative", "reasoning", "math", "info_seek", "coding",
