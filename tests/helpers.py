@@ -162,6 +162,9 @@ def load(overrides: list[str]) -> Config:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
+    from drift_exp.config import register_configs
+
+    register_configs()  # the schema, the cells and the run-directory resolver (idempotent)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         dcfg = compose(config_name="config", overrides=overrides)
     return OmegaConf.to_object(dcfg)

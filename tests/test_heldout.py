@@ -93,3 +93,42 @@ def test_a_run_directory_from_before_holdout_resumes_only_with_holdout_0(tmp_pat
     assert RunDir(tmp_path, False).stage(None, "prepare", "", {"data": now}).done
     with pytest.raises(StageConflict, match=r"data\.holdout: \(not recorded\) -> 8"):
         RunDir(tmp_path, False).stage(None, "prepare", "", {"data": {**now, "holdout": 8}})
+
+
+def released_folder(folder, records) -> list[str]:
+    """The bundled sample's records written as the DRIFT authors' released files (dsat_data.jsonl, sat_data.jsonl,
+    seed-data/train.jsonl); returns the DSAT replies in file order."""
+    def msgs(text):
+        return [{"role": "assistant", "content": text}]
+
+    dsat = [{"prompt": r.prompt, "rejected": msgs(r.rejected), "user_preference": {"role": "user",
+             "content": r.feedback}} for r in records if r.kind == "dsat"]
+    sat = [{"prompt": r.prompt, "chosen": msgs(r.chosen)} for r in records if r.kind == "sat"]
+    seed = [{"prompt": r.prompt, "chosen": msgs(r.chosen), "rejected": msgs(r.rejected)}
+            for r in records if r.kind == "seed"]
+    for name, rows in (("dsat_data.jsonl", dsat), ("sat_data.jsonl", sat), ("seed-data/train.jsonl", seed)):
+        write_jsonl(folder / name, rows)
+    return [d["rejected"][0]["content"] for d in dsat]
+
+
+@pytest.mark.e2e
+def test_a_run_on_the_released_files_holds_out_their_first_dsat_records(sample, tmp_path):
+    """The authors' split on their own file format: the first data.holdout DSAT lines (file order) are sampled and
+    paired but never trained on; every training stage reports the held-out pairs, and the counts say so."""
+    from .helpers import drift_exp, ok
+
+    _, records = sample
+    folder = tmp_path / "released"
+    replies = released_folder(folder, records)
+    run = tmp_path / "run"
+    ok(drift_exp(run, "data=wildfeedback", f"data.source={folder}", "data.holdout=3", "iterations=2",
+                 "eval.benchmarks=[]"))
+    stats = json.loads((run / "data" / "stats.json").read_text())
+    assert stats["used"]["heldout"] == 3 and stats["used"]["holdout"] == 3
+    for k in (1, 2):
+        train = json.loads((run / f"iter_{k}" / "train_stats.json").read_text())
+        pairs = [json.loads(line) for line in (run / f"iter_{k}" / "pairs.jsonl").read_text().splitlines()]
+        held = [p for p in pairs if p["rejected"] in replies[:3]]
+        assert held and train["heldout"]["pairs"] == len(held)
+        assert train["pairs"] == len(pairs) - len(held)  # the count of training pairs leaves them out
+        assert 0 <= train["heldout"]["reward_accuracy"] <= 1 and "margin_mean" in train["heldout"]
