@@ -53,7 +53,11 @@ def test_every_stage_writes_its_files(full_run):
         assert metrics["generate"]["samples"] == 38
         # trainer.truncation=authors: long pairs are cut (prompts to their last 256 tokens here), none dropped
         train = metrics["train"]
-        assert train["examples"] == 38 - empty and train["dropped_too_long"] == 0 and train["truncation"] == "authors"
+        # data.holdout=6 (the sample's): the held-out records' pairs are evaluated after training, not trained on
+        held = train["heldout_pairs"]
+        assert 0 < held == train["heldout"]["pairs"] <= 6
+        assert train["examples"] == 38 - empty - held and train["dropped_too_long"] == 0
+        assert train["truncation"] == "authors"
         assert train["truncated_prompts"] > 0 and train["max_prompt_length"] == 256
         assert train["steps"] == math.ceil(train["examples"] / 4)
         # the tiny checkpoint's generation_config.json sets no top_k / repetition_penalty: both off
@@ -153,8 +157,9 @@ def test_kill_and_resume_equals_uninterrupted(full_run, tmp_path):
     # 3. resumed to the end
     ok(drift_exp(run_dir))
     third = mtimes(run_dir, markers=False)
-    # the killed stage's scratch (trainer dir, on-disk pairs dataset, partial checkpoint) is redone
-    kept = [k for k in second if not k.startswith(("iter_2/.trainer", "iter_2/.pairs", "iter_2/checkpoint.tmp"))]
+    # the killed stage's scratch (trainer dir, on-disk pairs and held-out datasets, partial checkpoint) is redone
+    kept = [k for k in second if not k.startswith(("iter_2/.trainer", "iter_2/.pairs", "iter_2/.heldout",
+                                                    "iter_2/checkpoint.tmp"))]
     assert {k: third[k] for k in kept} == {k: second[k] for k in kept}
     for k in (1, 2):
         assert (run_dir / f"iter_{k}" / "pairs.jsonl").read_text() == (full_run / f"iter_{k}" /
