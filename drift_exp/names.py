@@ -131,6 +131,8 @@ def variant_of(overrides: Any, cfg: Any) -> str:
     joined by '+'; "" for none."""
     schema = OmegaConf.get_type(cfg)
     defaults = schema() if dataclasses.is_dataclass(schema) else None
+    if OmegaConf.is_list(overrides):  # Hydra's record: read the overrides as typed, references unresolved
+        overrides = OmegaConf.to_container(overrides, resolve=False)
     parts = []
     for override in overrides:
         key, sep, option = str(override).lstrip("+").partition("=")
@@ -141,6 +143,8 @@ def variant_of(overrides: Any, cfg: Any) -> str:
         if not sep or key.startswith("~") or "@" in key or key in _NOT_VARIANT_KEYS \
                 or key.startswith(_NOT_VARIANT_PREFIXES):
             continue
+        if "${" in option:  # a reference (${oc.env:...}): what it resolves to may be a secret; never in a name
+            continue
         value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
         if value is None or OmegaConf.is_dict(value):  # no such setting, or a whole section (a group selection)
             continue
@@ -150,6 +154,10 @@ def variant_of(overrides: Any, cfg: Any) -> str:
                 continue
         if OmegaConf.is_list(value):
             value = ",".join(map(str, OmegaConf.to_container(value)))
+        from drift_exp.credentials import mask_value
+
+        if mask_value(key, str(value)) != str(value):  # named or shaped like a credential (refused anyway)
+            continue
         parts.append(f"{key}_{_UNSAFE.sub('-', str(value))}")
     return VARIANT_SEPARATOR.join(sorted(set(parts)))
 

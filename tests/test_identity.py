@@ -42,6 +42,10 @@ def run_dir_name(overrides: list[str]) -> str:
      "sample-tiny-spin-controlled-s3"),
     (["run.variant=beta-sweep", "trainer.beta=0.2"], "sample-tiny-drift-controlled-s42+beta-sweep"),
     (["run.variant=", "trainer.beta=0.2"], "sample-tiny-drift-controlled-s42"),
+    # a reference's value may be a secret, and a header is named like a credential: never part of a name
+    (["+generation.engine_kwargs.headers.Authorization=${oc.env:HOME}", "trainer.beta=0.2"],
+     "sample-tiny-drift-controlled-s42+trainer.beta_0.2"),
+    (["trainer.beta=${oc.env:DRIFT_TEST_BETA,0.3}"], "sample-tiny-drift-controlled-s42"),
 ])
 def test_an_ablation_gets_its_own_run_directory(overrides, name):
     assert run_dir_name(overrides) == name

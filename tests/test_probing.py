@@ -162,8 +162,8 @@ def test_an_accepted_reference_is_masked_in_every_file_of_the_run(tmp_path, mode
     proc, _ = cli(run, "eval.judge.base_url=${oc.env:DRIFT_TEST_JUDGE}",
                   "eval.wildbench.template_url=${oc.env:DRIFT_TEST_TEMPLATE}",
                   "+generation.engine_kwargs.headers.Authorization=${oc.env:DRIFT_TEST_BEARER}",
-                  "trainer.max_length=512", "trainer.warm_start_epochs=0", "run.stop_after=warm_start",
-                  "eval.benchmarks=[]", env=secrets, timeout=900)
+                  "trainer.max_length=512", "trainer.warm_start_epochs=1", "run.stop_after=warm_start",
+                  "eval.benchmarks=[]", env=secrets, timeout=900)  # one training stage: the W&B run has data
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     words = (SK, "tplsecret999", "bearersecret999")
