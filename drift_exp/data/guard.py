@@ -35,7 +35,9 @@ _GAP = re.compile(rb"[\s,:truefalsnE0-9.+-]*")
 _TOKEN = re.compile(rb'"|[\[{]+|[\]}]+|-?[0-9][0-9.eE+-]*')
 _STRUCT = re.compile(rb'["\[\]{}:]')
 _NUMBER_CHARS = frozenset(b"0123456789+-.eE")
-_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))  # digits -> '0', the rest -> ' '
+# One pass over a chunk answers both fast-path questions: digits -> '0' (a run of 19 is a long integer's mark),
+# openers '[' and '{' -> '[' (counted), the rest -> ' '.
+_MARKS = bytes(48 if 48 <= b <= 57 else 91 if b in (91, 123) else 32 for b in range(256))
 _LONG_RUN = b"0" * 19
 INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
@@ -128,31 +130,33 @@ class StreamGuard:
         seg = buf[:cut]
         self.carry = buf[cut:]
         self.resume = max(0, self.resume - cut)
-        if seg:
-            self._depth_and_numbers(seg)
-        return bytes(seg)
+        return self._depth_and_numbers(seg) if seg else b""
 
-    def _depth_and_numbers(self, seg: bytearray) -> None:
+    def _depth_and_numbers(self, seg: bytearray) -> bytes:
+        """`seg` checked (and, on the slow path, rewritten); returns it as bytes."""
         self._settle_previous()
-        opens = seg.count(b"[") + seg.count(b"{")
+        marks = seg.translate(_MARKS)
+        opens = marks.count(b"[")
         st = self.st
         if self.bound + opens >= MAX_DEPTH + 1 or st.open_int or st.blank_to is not None:
             self._exact_depth()
             self._scan(seg, absolute=True)
             self.bound = self.st.depth
             self.last_opens = opens
-            return
-        long_run = _LONG_RUN in seg.translate(_DIGITS)  # 19 digits in a row, in a string or not
+            return bytes(seg)
+        long_run = _LONG_RUN in marks  # 19 digits in a row, in a string or not
         if long_run:
             if not self.known:
                 self._exact_depth()  # where strings are, from the held chunks
                 st = self.st
         in_str = st.in_str if self.known else None
         esc, held = st.esc, bytes(seg)  # (held as read: a rescan must see the numbers the rewrite turns to text)
+        out = held  # the same bytes unless long integers are rewritten below (one copy on the common path)
         if self.known and long_run:  # rewrite the integers too long (outside strings)
             depth = st.depth
             self._scan(seg, absolute=False)
             st.depth = depth
+            out = bytes(seg)
         else:
             self.known = False  # (not tracked on the fast path: found again from the grammar when needed)
             st.esc = bool(_backslashes_before(seg, len(seg), 1 if esc else 0) & 1) if seg.endswith(b"\\") else False
@@ -164,6 +168,7 @@ class StreamGuard:
         if self.held_bytes > 4 << 20:  # one long row: settle the depth now so the held bytes stay few
             self._exact_depth()
         self.last_opens = opens
+        return out
 
     def _settle_previous(self) -> None:
         """A row ended in the chunk given last: the depth was 1 there, so it is at most 1 + its openers now."""
