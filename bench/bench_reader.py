@@ -10,7 +10,8 @@ subprocess (interpreter start and imports included):
   json.load plain `json.load` of the file, for comparison (what the reader did before streaming)
 
 Peak RSS is each child's own ru_maxrss (os.wait4), so one child's peak never leaks into another's line.
-Targets on the 2-core dev machine: extract <= 15 s and <= 1 GB peak RSS; cached <= 2 s.
+Targets on the 2-core dev machine: extract <= 15 s, <= 1 GB peak RSS and <= 1.3x the CPU seconds of json.load;
+cached <= 2 s.
 
 The synthetic file: conversations of 1-20 turns (mean ~4.3 turns, ~8.6 utterances) ending on an Agent row;
 content lengths drawn log-normally around ~1 KB (User rows shorter, Agent rows longer; ~1.25 KB a row with the
@@ -18,6 +19,7 @@ keys, like the real file); ~15 % of conversations non-ASCII (Chinese, Cyrillic, 
 have a DSAT (a third of those followed by a SAT on the revision: DSAT->SAT seed pairs), ~5 % a SAT only.
 
 Usage: python bench/bench_reader.py [--size-gb 1.6] [--file PATH] [--keep | --reuse] [--repeats N] [--skip-json-load]
+       [--tree DIR]
 (--keep leaves the generated file for later `--reuse` runs; delete it afterwards.) On a shared machine the wall
 times move with other work: the table gives each run's CPU seconds and how busy the machine was.
 """
@@ -134,10 +136,11 @@ print(json.dumps({"import_s": 0.0, "load_s": time.perf_counter() - t0, "records"
 """
 
 
-def run_child(code: str, path: Path, env: dict) -> dict:
+def run_child(code: str, path: Path, env: dict, cwd: Path | None = None) -> dict:
     """Run `code` in a fresh interpreter; return its JSON line plus wall time and its own peak RSS."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, env=env, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE, env=env, text=True,
+                            cwd=cwd)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -164,11 +167,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1, help="cold + cached runs; the table shows the fastest")
     ap.add_argument("--skip-json-load", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tree", type=Path, default=None,
+                    help="import drift_exp from this source tree (e.g. an older commit's `git archive`) for a "
+                         "before/after comparison on the same file; default: the current one")
     args = ap.parse_args()
 
     args.file.parent.mkdir(parents=True, exist_ok=True)
     cache = Path(tempfile.mkdtemp(prefix="wf_bench_cache_"))
     env = dict(os.environ, DRIFT_EXP_CACHE=str(cache))
+    tree = args.tree.resolve() if args.tree else None
+    if tree:  # `python -c` puts its working directory first on sys.path: run the children inside the tree
+        env["PYTHONPATH"] = str(tree)
     try:
         t0 = time.perf_counter()
         if not args.reuse:
@@ -180,7 +189,7 @@ def main() -> None:
             shutil.rmtree(cache / "records", ignore_errors=True)
             for name in ("extract (cold, cache miss)", "cached rerun"):
                 busy = _busy()
-                runs[name].append({**run_child(CHILD_LOAD, args.file, env), "busy": busy})
+                runs[name].append({**run_child(CHILD_LOAD, args.file, env, tree), "busy": busy})
         if not args.skip_json_load:
             busy = _busy()
             runs["plain json.load"].append({**run_child(CHILD_JSON, args.file, env), "busy": busy})
@@ -196,6 +205,10 @@ def main() -> None:
             print(f"| {name} | {r['wall_s']:.2f} | {r['cpu_s']:.2f} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} "
                   f"| {r['records']:,} | {r.get('cache') or '-'} | {r['busy']:.1f} |")
         cold, hot = runs["extract (cold, cache miss)"][0], runs["cached rerun"][0]
+        if runs["plain json.load"]:
+            fast = min(runs["extract (cold, cache miss)"], key=lambda x: x["wall_s"])
+            print(f"\nextract / json.load: {fast['cpu_s'] / runs['plain json.load'][0]['cpu_s']:.2f}x CPU s "
+                  f"(goal: <= 1.3x)" + (f"; drift_exp from {tree}" if tree else ""))
         print("\nstats:", json.dumps(cold["stats"]))
         assert (cold["cache"], hot["cache"]) == ("miss", "hit"), (cold["cache"], hot["cache"])
         assert hot["stats"] | {"cache": None} == cold["stats"] | {"cache": None}, "the cache changed the stats"

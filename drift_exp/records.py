@@ -110,10 +110,11 @@ def _write_atomic(path: Path, lines: Iterable[str]) -> int:
     return n
 
 
-def write_jsonl(path: Path, items: Iterable[Any]) -> int:
-    """Write dataclasses or dicts, one JSON object a line, atomically (temp file + rename)."""
+def write_jsonl(path: Path, items: Iterable[Any], ascii_only: bool = False) -> int:
+    """Write dataclasses or dicts, one JSON object a line, atomically (temp file + rename). `ascii_only`: escape
+    non-ASCII text as \\uXXXX (json's C encoder is ~40 % faster so; for files only a program reads)."""
     return _write_atomic(path, (json.dumps(asdict(item) if hasattr(item, "__dataclass_fields__") else item,
-                                           ensure_ascii=False) + "\n" for item in items))
+                                           ensure_ascii=ascii_only) + "\n" for item in items))
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:

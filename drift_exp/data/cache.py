@@ -96,7 +96,7 @@ def store(key: dict[str, Any], records: list[FeedbackRecord], stats: dict[str, A
     folder = folder_of(key)
     tmp = temp_path(folder)
     try:
-        write_jsonl(tmp / "records.jsonl", (vars(r) for r in records))
+        write_jsonl(tmp / "records.jsonl", (vars(r) for r in records), ascii_only=True)  # (faster to write)
         write_json(tmp / "stats.json", {"key": key, "records": len(records), "stats": stats})
         if folder.exists():  # an incomplete or stale entry under the same key
             shutil.rmtree(folder, ignore_errors=True)

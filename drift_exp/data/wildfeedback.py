@@ -49,7 +49,6 @@ loud warning says how much of the file was not read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import Counter
 from collections.abc import Iterable
@@ -172,15 +171,13 @@ def conversation_records(conv: int, contents: list[str], flags: list[tuple[int, 
     return out
 
 
-def conversation_key(contents: list[str]) -> bytes:
-    """A digest of a conversation's turns. Roles follow from the positions (User first, alternating), so the
-    contents in order identify it; each is length-prefixed so that no two different lists share a key."""
-    h = hashlib.blake2b(digest_size=16)
-    for text in contents:
-        data = text.encode("utf-8", "surrogatepass")
-        h.update(len(data).to_bytes(8, "little"))
-        h.update(data)
-    return h.digest()
+def conversation_key(contents: list[str]) -> int:
+    """A key of a conversation's turns for finding repeats. Roles follow from the positions (User first,
+    alternating), so the contents in order identify it. Python's hash of the tuple of texts: it works on the
+    strings as they are in memory (no UTF-8 encoding, ~3x faster than a digest of the encoded text on the bench
+    file), keyed per process (SipHash), 64 bits; the chance that two different conversations of the full 1.6 GB
+    file (~150 000 of them) share a key is below 1e-9."""
+    return hash(tuple(contents))
 
 
 class _Tally:
@@ -192,7 +189,7 @@ class _Tally:
         self.skipped: Counter = Counter()
         self.warnings: Counter = Counter()
         self.n_conv = self.good = self.skipped_rows = self.dsat_conv = self.sat_conv = self.duplicates = 0
-        self.seen: set[bytes] = set()  # digests of the valid conversations kept so far (16 bytes each)
+        self.seen: set[int] = set()  # keys of the valid conversations kept so far
         self.damage: dict[str, Any] | None = None
 
     def close(self, n_rows: int, bad: str | None, contents: list[str], flags: list) -> None:
