@@ -157,9 +157,10 @@ def test_kill_and_resume_equals_uninterrupted(full_run, tmp_path):
     # 3. resumed to the end
     ok(drift_exp(run_dir))
     third = mtimes(run_dir, markers=False)
-    # the killed stage's scratch (trainer dir, on-disk pairs and held-out datasets, partial checkpoint) is redone
+    # the killed stage's scratch (trainer dir, on-disk pairs and held-out datasets, partial checkpoint) and its
+    # training log (iter_2/train_log.jsonl, which the rerun writes anew) are redone
     kept = [k for k in second if not k.startswith(("iter_2/.trainer", "iter_2/.pairs", "iter_2/.heldout",
-                                                    "iter_2/checkpoint.tmp"))]
+                                                    "iter_2/checkpoint.tmp", "iter_2/train_log.jsonl"))]
     assert {k: third[k] for k in kept} == {k: second[k] for k in kept}
     for k in (1, 2):
         assert (run_dir / f"iter_{k}" / "pairs.jsonl").read_text() == (full_run / f"iter_{k}" /
