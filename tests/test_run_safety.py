@@ -246,7 +246,7 @@ def test_a_diverging_training_stops_and_is_not_marked_done(tmp_path, model_cache
 @pytest.mark.e2e
 def test_no_credential_reaches_the_run_directory_or_wandb(tmp_path, model_cache):
     run = tmp_path / "run"
-    proc = cli(run, "eval.judge.base_url=${oc.env:DRIFT_TEST_JUDGE_URL}", "trainer.warm_start_epochs=0",
+    proc = cli(run, "eval.judge.base_url=${oc.env:DRIFT_TEST_JUDGE_URL}", "trainer.warm_start_epochs=1",
                "run.stop_after=warm_start", "eval.benchmarks=[]",
                env={"DRIFT_TEST_JUDGE_URL": "https://user:pw1234@judge.example/v1"})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
