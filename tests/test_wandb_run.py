@@ -17,7 +17,7 @@ from .conftest import ROOT
 
 pytestmark = pytest.mark.e2e
 
-SMALL = ["setting.max_records=4", "iterations=1", "generation.max_new_tokens=8", "eval.limit=2",
+SMALL = ["setting.max_records=4", "data.holdout=1", "iterations=1", "generation.max_new_tokens=8", "eval.limit=2",
          "eval.max_new_tokens=8", "trainer.max_length=256", "trainer.warm_start_epochs=1"]
 LAUNCHERS = {
     "inline": ["launcher=inline"],
@@ -102,7 +102,8 @@ def test_one_folder_holds_the_whole_experiment(experiment):
     assert {("iteration", None), ("eval/*", "iteration"), ("stage/*", "iteration"), ("signal/*", "iteration"),
             ("heldout/*", "iteration"), ("train/global_step", None), ("train/*", "train/global_step")} <= metric_defs
     (run_record,) = [r["run"] for r in recs if r.get("type") == "run"]
-    variant = "generation.max_new_tokens_8+setting.max_records_4+trainer.max_length_256+trainer.warm_start_epochs_1"
+    variant = ("data.holdout_1+generation.max_new_tokens_8+setting.max_records_4+trainer.max_length_256"
+               "+trainer.warm_start_epochs_1")
     assert run_record["display_name"] == f"sample-tiny-drift-controlled-s42+{variant}"
     assert run_record["run_group"] == f"sample-tiny-drift-controlled+{variant}"  # without the seed
     assert run_record["job_type"] == "experiment"
