@@ -487,7 +487,11 @@ def test_sweep_end_to_end_then_report(tmp_path, model_cache):
         judge.close()
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     runs = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir())
-    assert runs == ["sample-tiny-drift-full-s42", "sample-tiny-iterdpo-full-s42", "sample-tiny-spin-controlled-s42"]
+    # The CPU overrides (shorter generations and lengths, one warm-start epoch) change results, so they name one
+    # variant for every job of the sweep: <experiment>+generation.max_new_tokens_16+...
+    assert [r.partition("+")[0] for r in runs] == ["sample-tiny-drift-full-s42", "sample-tiny-iterdpo-full-s42",
+                                                  "sample-tiny-spin-controlled-s42"]
+    assert len({r.partition("+")[2] for r in runs}) == 1 and "+trainer.max_length_256" in runs[0]
     # Every job has its base/ stage, but the untouched model was evaluated once: the other jobs copied it.
     bases = [json.loads((sweep_dir / r / "base" / "metrics.json").read_text()) for r in runs]
     assert sorted(b["shared"]["reused"] for b in bases) == [False, True, True]
