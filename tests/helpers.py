@@ -8,7 +8,8 @@
 - `DPO_PAIRS`: eight (prompt, chosen, rejected) texts for DPO steps on the tiny model.
 - `write_run`, `wb`, `write_experiment_run`, `EXPERIMENT`, `wandb_teardown`: run folders and an offline W&B run
   made up for the report and the dashboards.
-- `ScoringJudge`, `judged_sweep_overrides`: a local judge whose scores depend on the reply, and the overrides that
+- `LocalJudge`, `ScoringJudge`, `judged_sweep_overrides`: a local judge (a fixed score, or one that depends on
+  the reply), and the overrides that
   make a CPU sweep judge WildBench with it and rate WB-Elo against a fixture leaderboard.
 """
 
@@ -239,21 +240,28 @@ def write_experiment_run(root: Path) -> Path:
     return Path(run.dir).parent
 
 
-class ScoringJudge:
-    """A local OpenAI-compatible judge whose WB-Score depends on the reply it is shown (1..10 from a hash of
-    the text between <<REPLY>> and <</REPLY>>), so different policies get different scores, reproducibly."""
+class LocalJudge:
+    """A local OpenAI-compatible judge: POST /v1/chat/completions (JSON mode) -> a WB-Score verdict whose score is
+    `score(prompt)`, with a usage field. Records the calls and the Authorization headers it saw; a request on
+    another path or without JSON mode is answered 400 (a failed judge call)."""
 
-    def __init__(self):
+    def __init__(self, score=lambda prompt: 7, usage: tuple[int, int] = (500, 40)):
+        self.calls = 0
+        self.auth: list[str] = []
+        outer = self
+
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                reply = re.search(r"<<REPLY>>(.*?)<</REPLY>>", prompt, re.S)
-                text = reply.group(1) if reply else prompt
-                score = 1 + int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
-                verdict = {"strengths": "s", "weaknesses": "w", "score": str(score)}
+                if self.path != "/v1/chat/completions" or body.get("response_format") != {"type": "json_object"}:
+                    self.send_error(400, "expected POST /v1/chat/completions in JSON mode")
+                    return
+                outer.calls += 1
+                outer.auth.append(self.headers.get("Authorization", ""))
+                verdict = {"strengths": "on topic", "weaknesses": "short",
+                           "score": str(score(body["messages"][-1]["content"]))}
                 data = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(verdict)}}],
-                                   "usage": {"prompt_tokens": 100, "completion_tokens": 10}}).encode()
+                                   "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1]}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -270,6 +278,21 @@ class ScoringJudge:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def reply_score(prompt: str) -> int:
+    """1..10 from a hash of the text between <<REPLY>> and <</REPLY>>: different replies, different scores."""
+    reply = re.search(r"<<REPLY>>(.*?)<</REPLY>>", prompt, re.S)
+    text = reply.group(1) if reply else prompt
+    return 1 + int(hashlib.sha256(text.encode()).hexdigest(), 16) % 10
+
+
+class ScoringJudge(LocalJudge):
+    """A local judge whose WB-Score depends on the reply it is shown, so different policies get different scores,
+    reproducibly."""
+
+    def __init__(self):
+        super().__init__(score=reply_score, usage=(100, 10))
 
 
 def judged_sweep_overrides(judge_url: str, root: Path) -> list[str]:

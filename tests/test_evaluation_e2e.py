@@ -6,9 +6,7 @@ import json
 import os
 import stat
 import sys
-import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -23,50 +21,15 @@ from drift_exp.evaluation.wb_metrics import GROUPS
 from drift_exp.evaluation.wildbench import checklist_digest
 
 from .helpers import WB_TEMPLATE as TEMPLATE
-from .helpers import write_leaderboard
+from .helpers import LocalJudge, write_leaderboard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 GENERATOR = "sample-tiny-drift-controlled-s42-iter1"  # the generator's row in fixtures/eval/leaderboard.csv
 
 
-class JudgeServer:
-    """POST /v1/chat/completions -> a fixed verdict with score 7 and a usage field."""
-
-    def __init__(self):
-        self.calls = 0
-        self.auth: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's name)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                assert self.path == "/v1/chat/completions" and body["response_format"] == {"type": "json_object"}
-                outer.calls += 1
-                outer.auth.append(self.headers.get("Authorization", ""))
-                verdict = {"strengths": "on topic", "weaknesses": "short", "score": "7"}
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": json.dumps(verdict)}}],
-                                   "usage": {"prompt_tokens": 500, "completion_tokens": 40}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def judge_server():
-    server = JudgeServer()
+    server = LocalJudge()  # a fixed verdict with score 7 and a usage field
     yield server
     server.close()
 

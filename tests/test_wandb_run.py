@@ -114,10 +114,9 @@ def test_one_folder_holds_the_whole_experiment(experiment):
         assert not list(run_dir.glob("iter_*/wandb"))
 
 
+@pytest.mark.parametrize("experiment", ["inline"], indirect=True)  # one launcher is enough to show the resume
 def test_a_resumed_experiment_logs_into_the_same_run(experiment):
     launcher, run_dir = experiment
-    if launcher != "inline":
-        pytest.skip("one launcher is enough to show the resume")
     before = sorted((run_dir / "wandb").glob("offline-run-*"))
     run(run_dir, *LAUNCHERS[launcher])  # nothing left to do: nothing logged, no folder
     assert sorted((run_dir / "wandb").glob("offline-run-*")) == before
