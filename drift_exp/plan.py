@@ -538,6 +538,12 @@ def preflight(cfg: Config, run_dir: Path | None = None) -> None:
 
 def compose(overrides: Sequence[str]) -> list[tuple[list[str], Config]]:
     """Each job of `python -m drift_exp [-m] OVERRIDES` with its task config, as Hydra composes it."""
+    return [(job, cfg) for job, cfg, _ in _compose(overrides)]
+
+
+def _compose(overrides: Sequence[str]) -> list[tuple[list[str], Config, Path | None]]:
+    """`compose`, plus each sweep job's run directory as Hydra would make it (hydra.sweep.dir/subdir, so a
+    `hydra.sweep.dir=` override moves the disk check there); None outside a sweep."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -561,9 +567,11 @@ def compose(overrides: Sequence[str]) -> list[tuple[list[str], Config]]:
             composed = [(job, hydra_compose("config", overrides=job)) for job in jobs]
     out = []
     for job, dcfg in composed:
+        sweep_dir = OmegaConf.select(dcfg, "hydra.sweep.dir") if sweep else None
+        run_dir = Path(sweep_dir) / OmegaConf.select(dcfg, "hydra.sweep.subdir") if sweep_dir else None
         with read_write(dcfg), open_dict(dcfg):
             dcfg.pop("hydra", None)  # as Hydra's run_job does
-        out.append((job, OmegaConf.to_object(dcfg)))
+        out.append((job, OmegaConf.to_object(dcfg), run_dir))
     return out
 
 
@@ -599,7 +607,7 @@ def main(argv: Sequence[str]) -> int:
         print(__doc__)
         return 0
     try:
-        jobs = [(o, check(cfg)) for o, cfg in compose(argv)]
+        jobs = [(o, check(cfg, run_dir)) for o, cfg, run_dir in _compose(argv)]
     except Exception as err:  # a composition error (unknown key, bad value) names the key itself
         print(f"plan: cannot compose the config: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

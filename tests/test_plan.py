@@ -200,3 +200,12 @@ def test_the_plan_reads_only_small_regular_data(tmp_path):
         (tmp_path / "many" / f"f{i}").parent.mkdir(exist_ok=True)
         (tmp_path / "many" / f"f{i}").write_text("x")
     assert plan._size_within(tmp_path / "many", 10**9) is None  # a large folder is not walked to the end
+
+
+def test_the_disk_checked_is_where_the_sweep_would_write(tmp_path, monkeypatch):
+    """hydra.sweep.dir moves the disk check to that file system (a cluster's shared one), as the sweep would."""
+    roots = []
+    monkeypatch.setattr(plan, "free_bytes", lambda root: roots.append(root) or 10e12)
+    assert main(["+sweep=table7", "launcher.num_processes=8", "launcher.gpu_memory_gb=80",
+                 f"hydra.sweep.dir={tmp_path / 'shared' / 'table7'}"]) == 0
+    assert roots and set(roots) == {tmp_path}
